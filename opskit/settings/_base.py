@@ -1,0 +1,42 @@
+"""Shared machinery of the settings sections: env names, list parsing, error messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "OPSKIT_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the environment variable."""
+
+
+class SettingsSection(BaseSettings):
+    """Base of every settings section: ``OPSKIT_`` prefix, unknown variables ignored."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+        frozen=True,
+    )
+
+
+def env(*names: str) -> AliasChoices:
+    """Read a field from standard variable names (first wins) instead of ``OPSKIT_<FIELD>``."""
+    return AliasChoices(*names)
+
+
+def split_list(value: Any) -> Any:
+    """Accept ``a,b,c`` (and JSON-ish lists from code) for tuple-valued settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1].replace('"', "").replace("'", "")
+        return tuple(part.strip() for part in text.split(",") if part.strip())
+    return value

@@ -1,0 +1,65 @@
+"""The settings object: defaults, environment variables, overrides and error messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from opskit.settings import ConfigError, env_name, env_vars, load_settings
+
+
+class TestEnvironment:
+    def test_defaults_need_no_environment(self) -> None:
+        """With nothing set, every feature has a working default."""
+        s = load_settings()
+        assert s.log_level == "info"
+        assert s.trusted_proxies == ()
+        assert s.request_id_header == "X-Request-ID"
+
+    def test_standard_names_are_read(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """OTEL_SERVICE_NAME and LOG_LEVEL set the same knobs as their OPSKIT_ names."""
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "checkout")
+        monkeypatch.setenv("LOG_LEVEL", "debug")
+        s = load_settings()
+        assert s.service_name == "checkout"
+        assert s.log_level == "debug"
+
+    def test_lists_are_comma_separated(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """List knobs take `a,b` from the environment."""
+        monkeypatch.setenv("OPSKIT_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")
+        assert load_settings().trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
+
+    def test_overrides_win(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Keyword overrides beat the environment."""
+        monkeypatch.setenv("OPSKIT_LOG_LEVEL", "debug")
+        assert load_settings(log_level="error").log_level == "error"
+        assert load_settings(load_settings(), log_format="console").log_format == "console"
+
+
+class TestErrors:
+    def test_bad_literal_names_variable_and_choices(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A bad enumerated value names the variable and lists what is accepted."""
+        monkeypatch.setenv("OPSKIT_LOG_LEVEL", "loud")
+        with pytest.raises(ConfigError) as info:
+            load_settings()
+        assert "OPSKIT_LOG_LEVEL='loud'" in str(info.value)
+        assert "'debug'" in str(info.value)
+
+    def test_bad_cidr_names_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A trusted proxy that is no network fails at startup."""
+        monkeypatch.setenv("OPSKIT_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local")
+        with pytest.raises(ConfigError, match="OPSKIT_TRUSTED_PROXIES"):
+            load_settings()
+
+    def test_bad_override_names_variable(self) -> None:
+        """Overrides given in code are checked like the environment."""
+        with pytest.raises(ConfigError, match="OPSKIT_REQUEST_ID_MAX_LENGTH"):
+            load_settings(request_id_max_length=2)
+
+
+def test_every_field_has_an_environment_variable() -> None:
+    """Each field maps to exactly one primary variable, and env_vars() lists it."""
+    names = env_vars()
+    from opskit.settings import Settings
+
+    for field in Settings.model_fields:
+        assert env_name(field) in names
