@@ -1,0 +1,214 @@
+"""The benchmark app, built per variant inside the server process.
+
+``uvicorn --factory bench.apps:create`` (or gunicorn ``bench.apps:create()``) builds the variant
+named by ``BENCH_VARIANT``. Peers are wired the way their READMEs and the usual recipes show.
+Spans go through a ``BatchSpanProcessor`` to an exporter that drops them; the first export
+touches ``BENCH_SPAN_MARKER`` so the harness can tell tracing really ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, NoReturn
+
+from fastapi import FastAPI, Request, Response
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_FEATURES, Variant
+
+UNAVAILABLE_EXIT = 3
+UNAVAILABLE_MARK = "bench-unavailable:"
+
+
+class DroppingSpanExporter(SpanExporter):
+    """Accepts every batch and keeps nothing; marks a file on the first batch."""
+
+    def __init__(self, marker: str | None) -> None:
+        self._marker = Path(marker) if marker else None
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._marker is not None and spans:
+            self._marker.touch()
+            self._marker = None
+        return SpanExportResult.SUCCESS
+
+
+def dropping_tracer_provider() -> TracerProvider:
+    """A tracer provider sampling everything, batching spans to :class:`DroppingSpanExporter`."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(BatchSpanProcessor(DroppingSpanExporter(os.environ.get("BENCH_SPAN_MARKER"))))
+    return provider
+
+
+def base_app(extra_routes: int = 0) -> FastAPI:
+    """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body."""
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def read_item(item_id: int) -> dict[str, Any]:
+        return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
+
+    for index in range(extra_routes):
+
+        async def other(item_id: int) -> dict[str, Any]:
+            return {"item_id": item_id}
+
+        app.add_api_route(f"/r{index}/items/{{item_id}}", other, methods=["GET"])
+    return app
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Stop the server process: the variant's feature is not built yet."""
+    print(f"{UNAVAILABLE_MARK} {reason}", file=sys.stderr, flush=True)
+    raise SystemExit(UNAVAILABLE_EXIT)
+
+
+def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
+    """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env)."""
+    try:
+        import opskit
+    except ImportError as exc:  # pragma: no cover - opskit is the project itself
+        unavailable(f"import opskit failed: {exc}")
+    instrument = getattr(opskit, "instrument", None)
+    if instrument is None:
+        unavailable("opskit.instrument does not exist")
+    if "tracing" in features:
+        from opentelemetry import trace
+
+        trace.set_tracer_provider(dropping_tracer_provider())
+    switches = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    try:
+        instrument(app, **switches)
+    except Exception as exc:
+        unavailable(f"opskit.instrument raised {type(exc).__name__}: {exc}")
+
+
+def add_slowapi(app: FastAPI, redis_url: str) -> None:
+    """slowapi's README recipe: a default limit for every route, Redis storage, its middleware."""
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.middleware import SlowAPIMiddleware
+    from slowapi.util import get_remote_address
+
+    limiter = Limiter(key_func=get_remote_address, default_limits=[NEVER_REJECTING_LIMIT], storage_uri=redis_url)
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+    app.add_middleware(SlowAPIMiddleware)
+
+
+def add_structlog_access_log(app: FastAPI, *, with_correlation_id: bool) -> None:
+    """The widely copied structlog + FastAPI recipe: stdlib bridge, JSON renderer, an http middleware.
+
+    With asgi-correlation-id installed too, the request ID comes from its context variable.
+    """
+    import structlog
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso"),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)
+    access_logger = structlog.stdlib.get_logger("api.access")
+
+    correlation_id: ContextVar[str | None] | None = None
+    if with_correlation_id:
+        from asgi_correlation_id import correlation_id
+
+    @app.middleware("http")
+    async def logging_middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        structlog.contextvars.clear_contextvars()
+        request_id = (correlation_id.get() if correlation_id else None) or uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        start = time.perf_counter_ns()
+        response = Response(status_code=500)
+        try:
+            response = await call_next(request)
+        finally:
+            duration = time.perf_counter_ns() - start
+            client = request.client
+            access_logger.info(
+                f"{request.method} {request.url.path}",
+                http={
+                    "url": str(request.url),
+                    "status_code": response.status_code,
+                    "method": request.method,
+                    "request_id": request_id,
+                    "version": request.scope["http_version"],
+                },
+                network={"client": {"ip": client.host, "port": client.port}} if client else {},
+                duration=duration,
+            )
+            response.headers["X-Process-Time"] = str(duration / 10**9)
+        return response
+
+
+def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
+    """Install the peer libraries named in ``peers``, innermost first."""
+    if "slowapi" in peers:
+        add_slowapi(app, redis_url)
+    if "structlog" in peers:
+        add_structlog_access_log(app, with_correlation_id="correlation_id" in peers)
+    if "instrumentator" in peers:
+        from prometheus_fastapi_instrumentator import Instrumentator
+
+        Instrumentator().instrument(app).expose(app)
+    if "otel" in peers:
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=dropping_tracer_provider())
+    if "correlation_id" in peers:
+        from asgi_correlation_id import CorrelationIdMiddleware
+
+        app.add_middleware(CorrelationIdMiddleware)
+
+
+def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI:
+    """The app of ``variant``."""
+    app = base_app(extra_routes)
+    if variant.family == "opskit":
+        instrument_opskit(app, variant.features)
+    elif variant.family == "peer":
+        add_peers(app, variant.features, redis_url)
+    return app
+
+
+def create() -> FastAPI:
+    """The uvicorn/gunicorn factory: the variant named by ``BENCH_VARIANT``."""
+    variant = BY_NAME[os.environ["BENCH_VARIANT"]]
+    return build(
+        variant,
+        redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        extra_routes=int(os.environ.get("BENCH_ROUTES", "0")),
+    )

@@ -1,0 +1,173 @@
+"""The measurements beside the main table: gunicorn scaling, /metrics scrape time, limiter vs Redis."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import wrk
+from bench.runner import Options, Status, Summary, log
+from bench.servers import LOAD_CPU, SERVER_CPU, app_server, private_redis, redis_benchmark_evalsha
+from bench.variants import BY_NAME
+from tests.servers import RedisServer
+
+SCALING_VARIANTS = ("opskit-all", "bare")
+SCRAPE_VARIANTS = ("opskit-metrics", "peer-instrumentator")
+SCRAPE_WORKERS = 8
+SCRAPE_ROUTES = 50
+SCRAPES = 30
+
+# A token bucket as one Lua script on the server's clock: the yardstick when opskit ships no script.
+REFERENCE_TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - ts) * rate / 1000000)
+local allowed = 0
+if tokens >= cost then
+  tokens = tokens - cost
+  allowed = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return allowed
+"""
+
+
+@dataclass
+class Scaling:
+    """gunicorn with 1 and 2 uvicorn workers: throughput per worker count, ratio 2/1 per round."""
+
+    variant: str
+    status: Status
+    rps: dict[int, list[float]] = field(default_factory=dict)
+    ratios: list[float] = field(default_factory=list)
+
+    def median_rps(self, workers: int) -> float:
+        values = self.rps.get(workers, [])
+        return statistics.median(values) if values else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios) if self.ratios else 0.0
+
+
+@dataclass
+class Scrape:
+    """Time to scrape /metrics from gunicorn with many workers after traffic on many routes."""
+
+    variant: str
+    status: Status
+    times_ms: list[float] = field(default_factory=list)
+    size_bytes: int = 0
+    samples: int = 0
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms) if self.times_ms else 0.0
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.times_ms) if self.times_ms else 0.0
+
+
+@dataclass
+class LimiterCost:
+    """The limiter's decisions per second through the app against Redis's raw EVALSHA rate."""
+
+    script_source: str
+    raw_evalsha_rps: float
+    rows: list[Summary] = field(default_factory=list)
+
+
+def gunicorn_scaling(redis: RedisServer, options: Options, statuses: dict[str, Status]) -> list[Scaling]:
+    """Each variant under gunicorn with 1 then 2 workers (order alternating), ``options.rounds`` times.
+
+    Not pinned: the two workers and wrk share the machine's cores.
+    """
+    results = []
+    for name in (name for name in SCALING_VARIANTS if name in statuses):
+        scaling = Scaling(name, statuses[name])
+        results.append(scaling)
+        if scaling.status.availability == "n/a":
+            continue
+        for round_no in range(options.rounds):
+            per_round: dict[int, float] = {}
+            for workers in (1, 2) if round_no % 2 == 0 else (2, 1):
+                redis.cli("FLUSHALL")
+                with app_server(BY_NAME[name], redis.url, workers=workers) as server:
+                    url = server.url + "/items/1"
+                    if options.warmup > 0:
+                        wrk.run(url, duration=options.warmup, connections=options.connections, threads=options.threads)
+                    result = wrk.run(
+                        url, duration=options.duration, connections=options.connections, threads=options.threads
+                    )
+                per_round[workers] = result.rps
+                scaling.rps.setdefault(workers, []).append(result.rps)
+                log(f"scaling {name} {workers} worker(s): {result.rps:,.0f} req/s")
+            scaling.ratios.append(per_round[2] / per_round[1] if per_round[1] else 0.0)
+    return results
+
+
+def metrics_scrape(redis: RedisServer, options: Options, statuses: dict[str, Status]) -> list[Scrape]:
+    """Traffic over 50 routes on 8 gunicorn workers, then the time of sequential /metrics scrapes."""
+    results = []
+    for name in (name for name in SCRAPE_VARIANTS if name in statuses):
+        scrape = Scrape(name, statuses[name])
+        results.append(scrape)
+        if scrape.status.availability == "n/a":
+            continue
+        with app_server(BY_NAME[name], redis.url, workers=SCRAPE_WORKERS, extra_routes=SCRAPE_ROUTES) as server:
+            wrk.run(
+                server.url,
+                duration=max(2.0, min(options.duration, 5.0)),
+                connections=options.connections,
+                threads=options.threads,
+                routes=SCRAPE_ROUTES,
+            )
+            body = b""
+            for _ in range(SCRAPES):
+                start = time.perf_counter()
+                status, _, body = server.get("/metrics")
+                scrape.times_ms.append((time.perf_counter() - start) * 1e3)
+                if status != 200:
+                    raise RuntimeError(f"{name}: /metrics answered {status}")
+        scrape.size_bytes = len(body)
+        scrape.samples = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
+        log(f"scrape {name}: median {scrape.median_ms:.1f} ms, {scrape.samples} samples")
+    return results
+
+
+def opskit_limiter_script() -> tuple[str, str]:
+    """opskit's own token-bucket Lua script if it ships one as a file, else the reference script."""
+    try:
+        import opskit
+    except ImportError:  # pragma: no cover - opskit is the project itself
+        return "reference token bucket (bench/extras.py)", REFERENCE_TOKEN_BUCKET
+    scripts = sorted(Path(opskit.__file__).parent.rglob("*.lua"))
+    if scripts:
+        return f"opskit's `{scripts[0].name}`", scripts[0].read_text()
+    return "reference token bucket (bench/extras.py; opskit ships no .lua file)", REFERENCE_TOKEN_BUCKET
+
+
+def limiter_cost(options: Options, summaries: list[Summary]) -> LimiterCost:
+    """Raw EVALSHA rate of a token-bucket script (Redis on CPU 0, redis-benchmark on CPU 1)."""
+    source, script = opskit_limiter_script()
+    with private_redis(cpu=SERVER_CPU if options.pin else None) as redis:
+        raw = redis_benchmark_evalsha(
+            redis,
+            script,
+            requests=int(min(200_000, 20_000 * options.duration)),
+            clients=options.connections,
+            cpu=LOAD_CPU if options.pin else None,
+        )
+    log(f"redis-benchmark EVALSHA: {raw:,.0f}/s")
+    rows = [s for s in summaries if s.variant.name in ("opskit-ratelimit", "peer-slowapi") and s.measured]
+    return LimiterCost(source, raw, rows)

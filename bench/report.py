@@ -1,0 +1,362 @@
+"""bench/RESULTS.md: machine, versions, method, the tables and the verdict on each target."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.extras import SCRAPE_ROUTES, SCRAPE_WORKERS, LimiterCost, Scaling, Scrape
+from bench.runner import Options, Summary
+from bench.variants import ALL_ON_MAX_P99_FACTOR, SCALING_TARGET, TARGETS, Target
+
+PACKAGES = (
+    "opskit",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "gunicorn",
+    "uvicorn-worker",
+    "structlog",
+    "prometheus-client",
+    "opentelemetry-sdk",
+    "prometheus-fastapi-instrumentator",
+    "asgi-correlation-id",
+    "opentelemetry-instrumentation-fastapi",
+    "slowapi",
+    "limits",
+    "redis",
+    "hiredis",
+)
+# Share of CPU time other work used while the harness was idle, above which the run is "busy".
+BUSY_THRESHOLD = 0.10
+
+
+def cpu_busy(seconds: float = 2.0) -> float:
+    """Share of all CPUs' time spent not idle over ``seconds`` (read from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)
+
+    idle0, total0 = sample()
+    time.sleep(seconds)
+    idle1, total1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+@dataclass
+class Machine:
+    """What the numbers were measured on."""
+
+    cpu_model: str
+    cores: int
+    kernel: str
+    python: str
+    busy_before: float
+    busy_after: float = 0.0
+    tools: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def busy(self) -> bool:
+        return max(self.busy_before, self.busy_after) > BUSY_THRESHOLD
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "not found"
+    return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else "?"
+
+
+def describe_machine() -> Machine:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    tools = {
+        "wrk": _first_line(["wrk", "-v"]).split(" Copyright")[0].removeprefix("wrk "),
+        "redis-server": _first_line(["redis-server", "--version"]).split(" sha=")[0],
+    }
+    return Machine(model, os.cpu_count() or 0, platform.release(), platform.python_version(), cpu_busy(), tools=tools)
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def git_commit() -> str:
+    return _first_line(["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"])
+
+
+@dataclass
+class Report:
+    """Everything one run measured."""
+
+    command: str
+    options: Options
+    machine: Machine
+    summaries: list[Summary]
+    scaling: list[Scaling] = field(default_factory=list)
+    scrapes: list[Scrape] = field(default_factory=list)
+    limiter: LimiterCost | None = None
+    started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
+    profiles: dict[str, str] = field(default_factory=dict)
+
+    def row(self, name: str) -> Summary | None:
+        return next((s for s in self.summaries if s.variant.name == name), None)
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.2f}"
+
+
+def _status(s: Summary) -> str:
+    if s.status.availability == "n/a":
+        return f"n/a ({s.status.reason})"
+    if s.status.availability == "partial":
+        return f"partial ({s.status.reason})"
+    return "ok" + (f", {s.errors} errors" if s.errors else "")
+
+
+def variants_table(report: Report) -> list[str]:
+    lines = [
+        "| variant | what | req/s | ratio to bare | p50 ms | p99 ms | added µs/req | Redis cmds/req | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for s in report.summaries:
+        if not s.measured:
+            lines.append(f"| {s.variant.name} | {s.variant.description} | – | – | – | – | – | – | {_status(s)} |")
+            continue
+        lines.append(
+            f"| {s.variant.name} | {s.variant.description} | {s.rps:,.0f} | {s.ratio:.2f} | {_ms(s.p50_us)} | "
+            f"{_ms(s.p99_us)} | {s.added_us:+.0f} | {s.redis_per_request:.2f} | {_status(s)} |"
+        )
+    return lines
+
+
+def _verdict(report: Report, target: Target, row: Summary, bare: Summary) -> str:
+    if row.status.availability == "partial":
+        return "n/a (not every feature built yet)"
+    misses = []
+    if row.ratio < target.min_ratio:
+        budget_us = 1e6 / (bare.rps * target.min_ratio) - 1e6 / bare.rps
+        misses.append(
+            f"ratio short by {target.min_ratio - row.ratio:.2f}: adds {row.added_us:.0f} µs/req, "
+            f"budget {budget_us:.0f} µs (over by {row.added_us - budget_us:.0f} µs)"
+        )
+    if target.variant == "opskit-all" and row.p99_us > ALL_ON_MAX_P99_FACTOR * bare.p99_us:
+        misses.append(f"p99 {row.p99_us / bare.p99_us:.1f}x bare (max {ALL_ON_MAX_P99_FACTOR:.0f}x)")
+    return "**pass**" if not misses else "**miss**: " + "; ".join(misses)
+
+
+def targets_table(report: Report) -> list[str]:
+    bare = report.row("bare")
+    lines = [
+        "| target | opskit ratio | goal | verdict | peer ratio (this run) | peers (issue 8) |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        row = report.row(target.variant)
+        peers = []
+        for peer in target.peers:
+            peer_row = report.row(peer)
+            if peer_row is not None and peer_row.measured:
+                peers.append(f"{peer} {peer_row.ratio:.2f}")
+        peer_text = ", ".join(peers) or "not run"
+        goal = f">= {target.min_ratio:.2f}"
+        if target.variant == "opskit-all":
+            goal += f", p99 <= {ALL_ON_MAX_P99_FACTOR:.0f}x bare"
+        if row is None or bare is None or not bare.measured:
+            opskit_ratio, verdict = "–", "not run"
+        elif not row.measured:
+            opskit_ratio, verdict = "–", "n/a (not built yet)"
+        else:
+            opskit_ratio, verdict = f"{row.ratio:.2f}", _verdict(report, target, row, bare)
+        lines.append(
+            f"| {target.label} | {opskit_ratio} | {goal} | {verdict} | {peer_text} | {target.issue_peer_ratios} |"
+        )
+    for scaling in report.scaling:
+        if scaling.variant != "opskit-all":
+            continue
+        if not scaling.ratios:
+            lines.append(f"| gunicorn 2 workers vs 1, all on | – | >= {SCALING_TARGET}x | n/a (not built yet) | | |")
+            continue
+        verdict = (
+            "**pass**" if scaling.ratio >= SCALING_TARGET else f"**miss** by {SCALING_TARGET - scaling.ratio:.2f}x"
+        )
+        lines.append(
+            f"| gunicorn 2 workers vs 1, all on | {scaling.ratio:.2f}x | >= {SCALING_TARGET}x | {verdict} | "
+            "| (see scaling note) |"
+        )
+    return lines
+
+
+def method(report: Report) -> list[str]:
+    o = report.options
+    pinning = (
+        "The server (uvicorn, 1 worker, `--loop uvloop --http httptools --no-access-log --log-level warning`) "
+        "runs pinned to CPU 0 with `taskset -c 0`; `wrk` and the private `redis-server` (standing for another "
+        "host) are pinned to CPU 1."
+        if o.pin
+        else "Nothing is pinned (fewer than 2 CPUs): server, wrk and Redis share the CPU."
+    )
+    return [
+        "- App: FastAPI `GET /items/{item_id}`, async, a small JSON body; one app module (`bench/apps.py`) "
+        "builds every variant (`uvicorn --factory bench.apps:create`, variant named by `BENCH_VARIANT`).",
+        f"- {pinning}",
+        f"- Load: `wrk -t{o.threads} -c{o.connections} -d{o.duration:g}s --latency` on loopback against "
+        "`/items/1`; numbers read from a Lua `done` hook.",
+        "- Before measuring, each variant is started once and probed: 20 requests must answer 200 and every "
+        "feature must leave its trace (X-Request-ID header, an access-log line on stdout, `/metrics` series, "
+        "a span reaching the exporter, Redis commands). An opskit variant whose feature is missing is reported "
+        "n/a (not built yet) instead of being measured as if it worked.",
+        f"- Every measurement starts a fresh server, warms it up for {o.warmup:g} s with wrk, then measures for "
+        f"{o.duration:g} s. {o.rounds} interleaved rounds: each round runs every variant once, the order rotated "
+        "by one each round.",
+        "- Per variant: median req/s over the rounds; ratio to bare = median of the per-round ratios (bare of "
+        "the same round); p50/p99 = median over rounds of wrk's percentiles; added µs/req = "
+        "1e6/req/s − 1e6/bare req/s; Redis commands per request from `INFO stats` around the run.",
+        "- Access logs go to the server's real stdout, redirected to a file (as a pipe or file in production). "
+        "Tracing: 100 % sampled, `BatchSpanProcessor` to an exporter that drops the spans (same for opskit and "
+        "the OTel instrumentation). Limiters: the same never-reached limit, against the same private Redis "
+        "(flushed before each run).",
+        "- Peer stack: asgi-correlation-id, prometheus-fastapi-instrumentator (`Instrumentator().instrument(app)"
+        ".expose(app)`), opentelemetry-instrumentation-fastapi, the common structlog recipe (stdlib bridge, "
+        '`ProcessorFormatter` + `JSONRenderer`, an `@app.middleware("http")` access-log middleware) and '
+        "slowapi (`default_limits`, Redis `storage_uri`, `SlowAPIMiddleware`).",
+    ]
+
+
+def scaling_section(report: Report) -> list[str]:
+    if not report.scaling:
+        return []
+    lines = [
+        "## gunicorn scaling: 2 workers vs 1",
+        "",
+        "gunicorn with `uvicorn_worker.UvicornWorker`, 1 then 2 workers (order alternating per round), "
+        "**not pinned**: with only "
+        f"{report.machine.cores} CPUs, wrk shares the cores with the workers, so 2 workers cannot reach 2x here; "
+        "the bare app's ratio shows the ceiling this machine allows.",
+        "",
+        "| variant | 1 worker req/s | 2 workers req/s | ratio (median of rounds) | status |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for s in report.scaling:
+        if not s.ratios:
+            lines.append(f"| {s.variant} | – | – | – | n/a ({s.status.reason}) |")
+            continue
+        note = s.status.availability if s.status.availability != "partial" else f"partial ({s.status.reason})"
+        lines.append(f"| {s.variant} | {s.median_rps(1):,.0f} | {s.median_rps(2):,.0f} | {s.ratio:.2f}x | {note} |")
+    return [*lines, ""]
+
+
+def scrape_section(report: Report) -> list[str]:
+    if not report.scrapes:
+        return []
+    lines = [
+        f"## `/metrics` scrape time: {SCRAPE_WORKERS} gunicorn workers, {SCRAPE_ROUTES} routes",
+        "",
+        f"Traffic spread over {SCRAPE_ROUTES} routes on {SCRAPE_WORKERS} workers (multiprocess mode, "
+        "`PROMETHEUS_MULTIPROC_DIR` set), then 30 sequential scrapes.",
+        "",
+        "| variant | median ms | max ms | body bytes | samples | status |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for s in report.scrapes:
+        if not s.times_ms:
+            lines.append(f"| {s.variant} | – | – | – | – | n/a ({s.status.reason}) |")
+            continue
+        lines.append(
+            f"| {s.variant} | {s.median_ms:.1f} | {s.max_ms:.1f} | {s.size_bytes:,} | {s.samples:,} | "
+            f"{s.status.availability} |"
+        )
+    return [*lines, ""]
+
+
+def limiter_section(report: Report) -> list[str]:
+    limiter = report.limiter
+    if limiter is None:
+        return []
+    lines = [
+        "## Limiter decisions per second vs raw Redis EVALSHA",
+        "",
+        f"Raw rate: `redis-benchmark -c {report.options.connections} EVALSHA` of {limiter.script_source}, "
+        "Redis pinned to CPU 0 and redis-benchmark to CPU 1: "
+        f"**{limiter.raw_evalsha_rps:,.0f} EVALSHA/s**. Through the app (1 uvicorn worker, every request is "
+        "one decision):",
+        "",
+        "| variant | decisions/s | share of raw EVALSHA rate | Redis cmds/decision |",
+        "|---|---:|---:|---:|",
+    ]
+    for s in limiter.rows:
+        share = s.rps / limiter.raw_evalsha_rps if limiter.raw_evalsha_rps else 0.0
+        lines.append(f"| {s.variant.name} | {s.rps:,.0f} | {share:.1%} | {s.redis_per_request:.2f} |")
+    if not limiter.rows:
+        lines.append("| opskit-ratelimit | n/a (not built yet) | | |")
+    return [*lines, ""]
+
+
+def render(report: Report) -> str:
+    m = report.machine
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{report.command}` on {report.started:%Y-%m-%d %H:%M} UTC from commit {git_commit()}. "
+        "Regenerate with `make bench`.",
+        "",
+    ]
+    if m.busy:
+        lines += [
+            f"> **Busy machine**: other work used {m.busy_before:.0%} of the CPUs just before this run and "
+            f"{m.busy_after:.0%} just after it, so absolute numbers are low and noisy; ratios within one round "
+            "are the meaningful figures.",
+            "",
+        ]
+    lines += [
+        "## Machine and versions",
+        "",
+        f"- CPU: {m.cpu_model}, {m.cores} cores; Linux {m.kernel}; Python {m.python}",
+        f"- CPU used by other work: {m.busy_before:.0%} before the run, {m.busy_after:.0%} after it",
+        "- " + "; ".join(f"{k} {v}" for k, v in m.tools.items()),
+        "- " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        "",
+        "## Method",
+        "",
+        *method(report),
+        "",
+        "## Targets (issue 8)",
+        "",
+        *targets_table(report),
+        "",
+        "## All variants",
+        "",
+        *variants_table(report),
+        "",
+        *scaling_section(report),
+        *scrape_section(report),
+        *limiter_section(report),
+    ]
+    for name, text in report.profiles.items():
+        lines += [f"## Where the time goes: {name}", "", "```", text.rstrip(), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(report: Report, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(report))

@@ -1,0 +1,224 @@
+"""The processes a benchmark runs: the app under uvicorn or gunicorn, and a private Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.apps import UNAVAILABLE_MARK
+from bench.variants import NEVER_REJECTING_LIMIT, Variant
+from tests.servers import Background, RedisServer, free_port, which
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CPU = 0
+LOAD_CPU = 1
+
+
+class Unavailable(Exception):
+    """The variant cannot be built on this checkout (its feature is not there yet)."""
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Move every thread of ``pid`` to ``cpu``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), {cpu})
+
+
+def redis_commands(redis: RedisServer) -> int:
+    """Commands the Redis server has processed so far."""
+    for line in redis.cli("INFO", "stats").splitlines():
+        if line.startswith("total_commands_processed:"):
+            return int(line.split(":", 1)[1])
+    raise RuntimeError("redis INFO stats has no total_commands_processed")
+
+
+def app_env(variant: Variant, redis_url: str, span_marker: Path, extra_routes: int = 0) -> dict[str, str]:
+    """Environment of a server process running ``variant``."""
+    return {
+        "BENCH_VARIANT": variant.name,
+        "BENCH_REDIS_URL": redis_url,
+        "BENCH_SPAN_MARKER": str(span_marker),
+        "BENCH_ROUTES": str(extra_routes),
+        "OPSKIT_REDIS_URL": redis_url,
+        "OPSKIT_RATE_LIMIT": NEVER_REJECTING_LIMIT,
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_SERVICE_NAME": "bench",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@dataclass
+class AppServer:
+    """A running server process of one variant; its stdout (the access log) goes to a file."""
+
+    variant: Variant
+    port: int
+    process: Background
+    span_marker: Path
+    workdir: Path
+    closed: bool = field(default=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """One GET request: status, lower-cased headers, body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """Graceful stop that also flushes batched spans.
+
+        SIGINT, not SIGTERM: uvicorn re-raises the signal it caught after its shutdown, and only
+        SIGINT's default action (KeyboardInterrupt) lets ``atexit`` hooks such as the tracer
+        provider's flush run.
+        """
+        self.process.stop(signal.SIGINT, timeout=15)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.process.close()
+
+
+def _wait_started(server: AppServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        code = server.process.proc.poll()
+        if code is not None:
+            err = server.process.stderr()
+            if UNAVAILABLE_MARK in err:
+                reason = err.split(UNAVAILABLE_MARK, 1)[1].strip().splitlines()[0]
+                raise Unavailable(reason)
+            tail = " | ".join(err.strip().splitlines()[-3:])
+            raise Unavailable(f"server exited with {code}: {tail}")
+        try:
+            server.get("/items/0")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{server.variant.name} did not answer within {timeout}s") from None
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def app_server(
+    variant: Variant,
+    redis_url: str,
+    *,
+    workers: int = 0,
+    extra_routes: int = 0,
+    env: dict[str, str] | None = None,
+    pin_cpu: bool = True,
+    startup_timeout: float = 60.0,
+) -> Iterator[AppServer]:
+    """Serve ``variant``: ``workers == 0`` means uvicorn with one worker pinned to CPU 0,
+    otherwise gunicorn with that many uvicorn workers, not pinned."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{variant.name}-") as work:
+        workdir = Path(work)
+        marker = workdir / "spans-exported"
+        full_env = {**app_env(variant, redis_url, marker, extra_routes), **(env or {})}
+        if workers:
+            multiproc = workdir / "prometheus"
+            multiproc.mkdir()
+            full_env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+            argv = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
+                "-w",
+                str(workers),
+                "-b",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+                "bench.apps:create()",
+            ]
+        else:
+            pinning = [which("taskset"), "-c", str(SERVER_CPU)] if pin_cpu else []
+            argv = [
+                *pinning,
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "bench.apps:create",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
+        server = AppServer(variant, port, Background(argv, env=full_env, cwd=ROOT), marker, workdir)
+        try:
+            _wait_started(server, startup_timeout)
+            yield server
+        finally:
+            server.close()
+
+
+@contextlib.contextmanager
+def private_redis(cpu: int | None = LOAD_CPU) -> Iterator[RedisServer]:
+    """A private redis-server pinned to ``cpu`` (the load generator's: Redis stands for another host)."""
+    server = RedisServer()
+    try:
+        if cpu is not None and server.process is not None:
+            pin(server.process.pid, cpu)
+        yield server
+    finally:
+        server.close()
+
+
+def redis_benchmark_evalsha(redis: RedisServer, script: str, *, requests: int, clients: int, cpu: int | None) -> float:
+    """EVALSHA calls per second that ``redis-benchmark`` (pinned to ``cpu``) gets from ``redis``."""
+    sha = redis.cli("SCRIPT", "LOAD", script).strip()
+    pinning = [which("taskset"), "-c", str(cpu)] if cpu is not None else []
+    argv = [
+        *pinning,
+        which("redis-benchmark"),
+        "-p",
+        str(redis.port),
+        "-c",
+        str(clients),
+        "-n",
+        str(requests),
+        "--csv",
+        "EVALSHA",
+        sha,
+        "1",
+        "bench:bucket",
+        "1000000000",
+        "1000000000",
+        "1",
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
+    for line in done.stdout.splitlines():
+        cells = [cell.strip('"') for cell in line.split(",")]
+        if len(cells) > 1 and cells[0].upper().startswith("EVALSHA"):
+            return float(cells[1])
+    raise RuntimeError(f"redis-benchmark printed no EVALSHA rate:\n{done.stdout}{done.stderr}")

@@ -1,0 +1,45 @@
+"""Verdicts on the targets."""
+
+from __future__ import annotations
+
+from bench.report import Machine, Report, targets_table
+from bench.runner import Measurement, Options, Status, Summary, summarize
+from bench.variants import BY_NAME
+from bench.wrk import WrkResult
+
+
+def row(name: str, rps: float, p99: int) -> Summary:
+    result = WrkResult(int(rps * 10), 10_000_000, 0, 0, 0, 0, 0, 1000, p99, 1000.0)
+    return Summary(BY_NAME[name], Status("ok"), [Measurement(name, 0, result, 0)])
+
+
+def report(*rows: Summary) -> Report:
+    summaries = [row("bare", 10_000, 10_000), *rows]
+    summarize(summaries)
+    return Report("python -m bench", Options(), Machine("cpu", 2, "k", "3.11", 0.0), summaries)
+
+
+class TestTargetsTable:
+    """Each target row says pass, or miss and by how much."""
+
+    def test_pass_and_miss(self) -> None:
+        """0.98 passes the request-ID goal; 0.50 misses the metrics goal, with the µs over budget."""
+        lines = targets_table(report(row("opskit-request-id", 9_800, 10_000), row("opskit-metrics", 5_000, 10_000)))
+        request_id = next(line for line in lines if line.startswith("| request ID alone"))
+        metrics = next(line for line in lines if line.startswith("| metrics alone"))
+        assert "| 0.98 |" in request_id and "**pass**" in request_id
+        # bare 100 µs; goal 0.90 -> budget 11 µs; 0.50 adds 100 µs -> over by 89 µs.
+        assert "**miss**: ratio short by 0.40: adds 100 µs/req, budget 11 µs (over by 89 µs)" in metrics
+
+    def test_all_on_needs_the_p99_bound_too(self) -> None:
+        """A fast enough all-on run whose p99 is over twice bare's still misses."""
+        lines = targets_table(report(row("opskit-all", 8_000, 25_000)))
+        all_on = next(line for line in lines if line.startswith("| everything on"))
+        assert "**miss**: p99 2.5x bare (max 2x)" in all_on
+
+    def test_unmeasured_target_is_not_built_yet(self) -> None:
+        """A target whose variant was reported n/a says so rather than pass or miss."""
+        missing = Summary(BY_NAME["opskit-tracing"], Status("n/a", "not built yet"))
+        lines = targets_table(report(missing))
+        tracing = next(line for line in lines if line.startswith("| tracing alone"))
+        assert "n/a (not built yet)" in tracing

@@ -1,0 +1,100 @@
+"""The harness end to end, for one very short round: it runs, and the results file is well-formed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(output: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0", "--rounds", "1", "--output", str(output)]
+        + list(args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    return output.read_text()
+
+
+def table(markdown: str, heading: str) -> list[list[str]]:
+    """The rows (cells stripped) of the first table under ``heading``, header and rule excluded."""
+    lines = markdown.split(heading, 1)[1].splitlines()
+    end = next((i for i, line in enumerate(lines[1:]) if line.startswith("## ")), len(lines))
+    rows = [line for line in lines[1 : end + 1] if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def number(cell: str) -> float:
+    return float(cell.replace(",", "").replace("x", "").replace("+", ""))
+
+
+class TestMainTable:
+    """``python -m bench`` with a subset of variants and no extras."""
+
+    def test_writes_a_row_per_variant_with_numbers(self, tmp_path: Path) -> None:
+        """Every chosen variant gets a row; bare comes first with ratio 1.00; measured rows carry numbers."""
+        text = run_bench(tmp_path / "RESULTS.md", "--variants", "peer-correlation-id,opskit-request-id", "--no-extras")
+        assert text.startswith("# Benchmark results")
+        assert "## Machine and versions" in text and "## Method" in text
+        rows = table(text, "## All variants")
+        assert [row[0] for row in rows] == ["bare", "peer-correlation-id", "opskit-request-id"]
+        assert all(len(row) == 9 for row in rows)
+        assert rows[0][3] == "1.00"
+        for row in rows[:2]:
+            assert number(row[2]) > 0 and number(row[3]) > 0 and number(row[5]) >= number(row[4]) > 0
+            assert row[8].startswith("ok")
+        opskit = rows[2]
+        assert opskit[8].startswith(("ok", "n/a (not built yet"))
+
+    def test_targets_table_lists_every_target(self, tmp_path: Path) -> None:
+        """The targets table has the six ratio targets, each with a verdict cell."""
+        text = run_bench(tmp_path / "out.md", "--variants", "peer-correlation-id", "--no-extras")
+        rows = table(text, "## Targets (issue 8)")
+        assert [row[0] for row in rows] == [
+            "request ID alone",
+            "metrics alone",
+            "JSON access log alone",
+            "tracing alone, 100 % sampled",
+            "Redis limiter alone",
+            "everything on",
+        ]
+        assert rows[0][4].startswith("peer-correlation-id ")
+        assert all(row[3] for row in rows)
+
+    def test_unknown_variant_is_refused(self, tmp_path: Path) -> None:
+        """A misspelt variant name stops the run before anything starts, naming the known ones."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "--variants", "nope", "--output", str(tmp_path / "x.md")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert "unknown variants ['nope']" in done.stderr and "peer-stack" in done.stderr
+        assert not (tmp_path / "x.md").exists()
+
+
+class TestExtras:
+    """The runs beside the main table: gunicorn scaling, /metrics scrape, limiter vs redis-benchmark."""
+
+    def test_extras_sections_are_written(self, tmp_path: Path) -> None:
+        """With the instrumentator chosen, the scaling (bare), scrape and limiter sections all have numbers."""
+        text = run_bench(tmp_path / "out.md", "--variants", "peer-instrumentator", "--connections", "8")
+        scaling = table(text, "## gunicorn scaling")
+        assert [row[0] for row in scaling] == ["bare"]
+        assert number(scaling[0][1]) > 0 and number(scaling[0][2]) > 0 and number(scaling[0][3]) > 0
+        scrape = table(text, "## `/metrics` scrape time")
+        assert [row[0] for row in scrape] == ["peer-instrumentator"]
+        assert number(scrape[0][1]) > 0 and number(scrape[0][4]) > 0
+        assert "EVALSHA/s**" in text
