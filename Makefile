@@ -37,7 +37,7 @@ docs: venv
 
 ## bench: the benchmark harness; writes bench/RESULTS.md
 bench: venv tools
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 ## demo: the example service on 2 gunicorn workers
 demo: venv

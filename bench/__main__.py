@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import extras, report, runner
+from bench import extras, profile, report, runner
 from bench.servers import LOAD_CPU, private_redis
 from bench.variants import BY_NAME, select
 
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             result.scaling = extras.gunicorn_scaling(redis, options, statuses)
             result.scrapes = extras.metrics_scrape(redis, options, statuses)
             result.limiter = extras.limiter_cost(options, summaries)
+            for name in report.missed_targets(result):
+                runner.log(f"profiling {name}")
+                result.profiles[name] = profile.profile(BY_NAME[name], redis, options)
     machine.busy_after = report.cpu_busy()
     report.write(result, args.output)
     runner.log(f"wrote {args.output}")

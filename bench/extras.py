@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,25 +21,28 @@ SCRAPE_ROUTES = 50
 SCRAPES = 30
 
 # A token bucket as one Lua script on the server's clock: the yardstick when opskit ships no script.
+# Same arguments as opskit's script: ARGV = cost, microseconds per token, burst.
 REFERENCE_TOKEN_BUCKET = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local cost = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(state[1]) or burst
 local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + (now - ts) * rate / 1000000)
+tokens = math.min(burst, tokens + (now - ts) / interval)
 local allowed = 0
 if tokens >= cost then
   tokens = tokens - cost
   allowed = 1
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * interval / 1000) + 1000)
 return allowed
 """
+# One token per microsecond, a huge burst: never rejects at any rate Redis can serve.
+SCRIPT_ARGS = ("1", "1", "1000000000")
 
 
 @dataclass
@@ -145,25 +149,29 @@ def metrics_scrape(redis: RedisServer, options: Options, statuses: dict[str, Sta
     return results
 
 
-def opskit_limiter_script() -> tuple[str, str]:
-    """opskit's own token-bucket Lua script if it ships one as a file, else the reference script."""
-    try:
-        import opskit
-    except ImportError:  # pragma: no cover - opskit is the project itself
-        return "reference token bucket (bench/extras.py)", REFERENCE_TOKEN_BUCKET
-    scripts = sorted(Path(opskit.__file__).parent.rglob("*.lua"))
-    if scripts:
-        return f"opskit's `{scripts[0].name}`", scripts[0].read_text()
-    return "reference token bucket (bench/extras.py; opskit ships no .lua file)", REFERENCE_TOKEN_BUCKET
+def limiter_script(redis: RedisServer) -> tuple[str, str]:
+    """opskit's token-bucket Lua script if it ships one that runs with :data:`SCRIPT_ARGS`, else the reference."""
+    import opskit
+
+    for path in sorted(Path(opskit.__file__).parent.rglob("*.lua")):
+        script = path.read_text()
+        try:
+            reply = redis.cli("EVAL", script, "1", "bench:probe", *SCRIPT_ARGS)
+        except subprocess.CalledProcessError:
+            continue
+        if reply.strip() and not reply.startswith("ERR"):
+            return f"opskit's `{path.relative_to(Path(opskit.__file__).parent.parent)}`", script
+    return "the reference token bucket of bench/extras.py (opskit ships no usable .lua script)", REFERENCE_TOKEN_BUCKET
 
 
 def limiter_cost(options: Options, summaries: list[Summary]) -> LimiterCost:
     """Raw EVALSHA rate of a token-bucket script (Redis on CPU 0, redis-benchmark on CPU 1)."""
-    source, script = opskit_limiter_script()
     with private_redis(cpu=SERVER_CPU if options.pin else None) as redis:
+        source, script = limiter_script(redis)
         raw = redis_benchmark_evalsha(
             redis,
             script,
+            SCRIPT_ARGS,
             requests=int(min(200_000, 20_000 * options.duration)),
             clients=options.connections,
             cpu=LOAD_CPU if options.pin else None,

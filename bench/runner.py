@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
 from bench import wrk
-from bench.servers import LOAD_CPU, AppServer, Unavailable, app_server, redis_commands
+from bench.servers import LOAD_CPU, SERVER_CPU, AppServer, Unavailable, app_server, cpu_jiffies, redis_commands
 from bench.variants import Variant
 from tests.servers import RedisServer
 
@@ -44,6 +45,13 @@ class Measurement:
     round: int
     result: wrk.WrkResult
     redis_commands: int
+    server_cpu_s: float = 0.0
+    other_cpu_share: float = 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """Server CPU time per request: unlike req/s, it barely moves when other work steals the core."""
+        return self.server_cpu_s * 1e6 / self.result.requests if self.result.requests else 0.0
 
 
 @dataclass
@@ -60,6 +68,8 @@ class Summary:
     added_us: float = 0.0
     errors: int = 0
     redis_per_request: float = 0.0
+    cpu_us: float = 0.0
+    cpu_ratio: float = 0.0
 
     @property
     def measured(self) -> bool:
@@ -122,11 +132,17 @@ def measure(variant: Variant, redis: RedisServer, options: Options, round_no: in
         if options.warmup > 0:
             wrk.run(url, duration=options.warmup, connections=options.connections, threads=options.threads, cpu=cpu)
         before = redis_commands(redis)
+        cpu_before, cpu0_before = server.cpu_seconds(), cpu_jiffies(SERVER_CPU)
         result = wrk.run(
             url, duration=options.duration, connections=options.connections, threads=options.threads, cpu=cpu
         )
+        cpu_after, cpu0_after = server.cpu_seconds(), cpu_jiffies(SERVER_CPU)
         commands = max(0, redis_commands(redis) - before - 1)
-    return Measurement(variant.name, round_no, result, commands)
+    server_cpu = cpu_after - cpu_before
+    busy, total = cpu0_after[0] - cpu0_before[0], cpu0_after[1] - cpu0_before[1]
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    others = max(0.0, (busy * tick - server_cpu) / (total * tick)) if total else 0.0
+    return Measurement(variant.name, round_no, result, commands, server_cpu, others)
 
 
 def rotation(variants: list[Variant], round_no: int) -> list[Variant]:
@@ -155,7 +171,9 @@ def run(variants: list[Variant], redis: RedisServer, options: Options) -> list[S
 
 def summarize(summaries: list[Summary]) -> None:
     """Fill in each row's medians; ratios are taken per round against that round's bare run."""
-    bare_by_round = {m.round: m.result.rps for s in summaries if s.variant.name == "bare" for m in s.measurements}
+    bare_runs = [m for s in summaries if s.variant.name == "bare" for m in s.measurements]
+    bare_by_round = {m.round: m.result.rps for m in bare_runs}
+    bare_cpu_by_round = {m.round: m.cpu_us_per_request for m in bare_runs}
     bare_rps = statistics.median(bare_by_round.values()) if bare_by_round else 0.0
     for s in summaries:
         if not s.measured:
@@ -169,3 +187,10 @@ def summarize(summaries: list[Summary]) -> None:
         s.errors = sum(m.result.errors for m in s.measurements)
         requests = sum(m.result.requests for m in s.measurements)
         s.redis_per_request = sum(m.redis_commands for m in s.measurements) / requests if requests else 0.0
+        s.cpu_us = statistics.median(m.cpu_us_per_request for m in s.measurements)
+        cpu_ratios = [
+            bare_cpu_by_round[m.round] / m.cpu_us_per_request
+            for m in s.measurements
+            if bare_cpu_by_round.get(m.round) and m.cpu_us_per_request
+        ]
+        s.cpu_ratio = statistics.median(cpu_ratios) if cpu_ratios else 0.0

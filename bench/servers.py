@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,22 @@ def pin(pid: int, cpu: int) -> None:
             os.sched_setaffinity(int(task.name), {cpu})
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_jiffies(cpu: int) -> tuple[int, int]:
+    """(busy, total) jiffies of one CPU so far, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            values = [int(x) for x in line.split()[1:]]
+            idle = values[3] + values[4]
+            return sum(values) - idle, sum(values)
+    raise RuntimeError(f"no cpu{cpu} in /proc/stat")
+
+
 def redis_commands(redis: RedisServer) -> int:
     """Commands the Redis server has processed so far."""
     for line in redis.cli("INFO", "stats").splitlines():
@@ -52,6 +68,8 @@ def app_env(variant: Variant, redis_url: str, span_marker: Path, extra_routes: i
         "OPSKIT_REDIS_URL": redis_url,
         "OPSKIT_RATE_LIMIT": NEVER_REJECTING_LIMIT,
         "OTEL_TRACES_SAMPLER": "always_on",
+        # opskit traces only when an exporter is configured; bench.apps swaps it for the dropping one.
+        "OTEL_TRACES_EXPORTER": "otlp" if "tracing" in variant.features else "none",
         "OTEL_SERVICE_NAME": "bench",
         "PYTHONPATH": str(ROOT),
     }
@@ -81,6 +99,10 @@ class AppServer:
             return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
         finally:
             conn.close()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process (all its threads) has used so far."""
+        return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         """Graceful stop that also flushes batched spans.
@@ -194,7 +216,9 @@ def private_redis(cpu: int | None = LOAD_CPU) -> Iterator[RedisServer]:
         server.close()
 
 
-def redis_benchmark_evalsha(redis: RedisServer, script: str, *, requests: int, clients: int, cpu: int | None) -> float:
+def redis_benchmark_evalsha(
+    redis: RedisServer, script: str, args: Sequence[str], *, requests: int, clients: int, cpu: int | None
+) -> float:
     """EVALSHA calls per second that ``redis-benchmark`` (pinned to ``cpu``) gets from ``redis``."""
     sha = redis.cli("SCRIPT", "LOAD", script).strip()
     pinning = [which("taskset"), "-c", str(cpu)] if cpu is not None else []
@@ -212,9 +236,7 @@ def redis_benchmark_evalsha(redis: RedisServer, script: str, *, requests: int, c
         sha,
         "1",
         "bench:bucket",
-        "1000000000",
-        "1000000000",
-        "1",
+        *args,
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
     for line in done.stdout.splitlines():

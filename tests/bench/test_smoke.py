@@ -48,13 +48,14 @@ class TestMainTable:
         assert "## Machine and versions" in text and "## Method" in text
         rows = table(text, "## All variants")
         assert [row[0] for row in rows] == ["bare", "peer-correlation-id", "opskit-request-id"]
-        assert all(len(row) == 9 for row in rows)
+        assert all(len(row) == 11 for row in rows)
         assert rows[0][3] == "1.00"
         for row in rows[:2]:
             assert number(row[2]) > 0 and number(row[3]) > 0 and number(row[5]) >= number(row[4]) > 0
-            assert row[8].startswith("ok")
+            assert number(row[7]) > 0 and number(row[8]) > 0
+            assert row[10].startswith("ok")
         opskit = rows[2]
-        assert opskit[8].startswith(("ok", "n/a (not built yet"))
+        assert opskit[10].startswith(("ok", "n/a (not built yet"))
 
     def test_targets_table_lists_every_target(self, tmp_path: Path) -> None:
         """The targets table has the six ratio targets, each with a verdict cell."""
@@ -68,7 +69,7 @@ class TestMainTable:
             "Redis limiter alone",
             "everything on",
         ]
-        assert rows[0][4].startswith("peer-correlation-id ")
+        assert rows[0][5].startswith("peer-correlation-id ")
         assert all(row[3] for row in rows)
 
     def test_unknown_variant_is_refused(self, tmp_path: Path) -> None:

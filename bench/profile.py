@@ -1,0 +1,105 @@
+"""Where a variant's time goes: py-spy samples the server under wrk load; a summary by function."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+from bench import wrk
+from bench.runner import Options
+from bench.servers import LOAD_CPU, app_server
+from bench.variants import Variant
+from tests.servers import RedisServer
+
+TOP = 15
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def py_spy() -> str | None:
+    """The py-spy executable next to this Python, or on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def _short(file: str) -> str:
+    for marker in ("site-packages/", "lib/python3"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+    for root in ("/opskit/", "/bench/"):
+        if root in file:
+            file = root.strip("/") + "/" + file.split(root, 1)[1]
+    return file
+
+
+def _name(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    return f"{match['func']} ({_short(match['file'])})"
+
+
+def summarize(collapsed: str, top: int = TOP) -> str:
+    """Self and inclusive sample shares per function from py-spy's ``--format raw`` output."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_name(frame) for frame in stack.split(";") if frame]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not total:
+        return "no samples"
+    lines = [f"{total} samples of the server process under load (on-CPU only)", "", "self time:"]
+    lines += [f"  {n / total:6.1%}  {name}" for name, n in own.most_common(top)]
+    mine = [(name, n) for name, n in inclusive.most_common() if "(opskit/" in name][:top]
+    lines += ["", "inclusive time of opskit's functions (each with what it calls):"]
+    lines += [f"  {n / total:6.1%}  {name}" for name, n in mine] or ["  (no opskit frame sampled)"]
+    return "\n".join(lines)
+
+
+def profile(variant: Variant, redis: RedisServer, options: Options, seconds: float = 5.0) -> str:
+    """Run ``variant`` under wrk and sample it with py-spy for ``seconds``; the summary text."""
+    spy = py_spy()
+    if spy is None:
+        return "py-spy is not installed (pip install py-spy, part of the bench extra)"
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as work, app_server(variant, redis.url) as server:
+        out = Path(work) / "stacks.txt"
+        url = server.url + "/items/1"
+        load = threading.Thread(
+            target=wrk.run,
+            args=(url,),
+            kwargs={
+                "duration": seconds + 2,
+                "connections": options.connections,
+                "threads": options.threads,
+                "cpu": LOAD_CPU if options.pin else None,
+            },
+        )
+        load.start()
+        try:
+            done = subprocess.run(
+                [spy, "record", "--pid", str(server.process.pid), "--duration", str(int(seconds)), "--rate", "250"]
+                + ["--format", "raw", "--output", str(out), "--nonblocking"],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 60,
+            )
+        finally:
+            load.join()
+        if done.returncode != 0 or not out.exists():
+            return f"py-spy failed: {(done.stderr or done.stdout).strip()[-500:]}"
+        return summarize(out.read_text())

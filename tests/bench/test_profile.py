@@ -1,0 +1,28 @@
+"""Summaries of py-spy's collapsed stacks."""
+
+from __future__ import annotations
+
+from bench.profile import summarize
+
+STACKS = """\
+main (uvicorn/main.py:10);__call__ (/repo/opskit/middleware.py:40);send (/x/site-packages/uvicorn/h.py:5) 60
+main (uvicorn/main.py:10);__call__ (/repo/opskit/middleware.py:40);msg (/repo/opskit/_logging.py:9) 30
+main (uvicorn/main.py:10);worker (/x/site-packages/otel/batch.py:3) 10
+"""
+
+
+class TestSummarize:
+    """``summarize`` turns py-spy's ``--format raw`` output into shares of the samples."""
+
+    def test_self_and_opskit_inclusive_shares(self) -> None:
+        """Leaf frames give self time; opskit frames also get the time of what they call."""
+        text = summarize(STACKS)
+        assert text.startswith("100 samples")
+        assert " 60.0%  send (uvicorn/h.py)" in text
+        assert " 30.0%  msg (opskit/_logging.py)" in text
+        assert " 90.0%  __call__ (opskit/middleware.py)" in text.split("inclusive time")[1]
+        assert "main (uvicorn/main.py)" not in text.split("inclusive time")[1]
+
+    def test_no_samples(self) -> None:
+        """Empty output (py-spy saw nothing) says so instead of dividing by zero."""
+        assert summarize("") == "no samples"
