@@ -38,6 +38,8 @@ PACKAGES = (
 )
 # Share of CPU time other work used while the harness was idle, above which the run is "busy".
 BUSY_THRESHOLD = 0.10
+# A limiter whose script ran for fewer requests than this share skipped Redis (timeouts, breaker).
+FULL_DECISIONS = 0.99
 
 
 def cpu_busy(seconds: float = 2.0) -> float:
@@ -127,18 +129,25 @@ def _ms(us: float) -> str:
     return f"{us / 1000:.2f}"
 
 
+def _redis(s: Summary) -> str:
+    return f"{s.scripts_per_request:.2f} ({s.redis_per_request:.2f})" if s.redis_per_request else "–"
+
+
 def _status(s: Summary) -> str:
     if s.status.availability == "n/a":
         return f"n/a ({s.status.reason})"
     if s.status.availability == "partial":
         return f"partial ({s.status.reason})"
-    return "ok" + (f", {s.errors} errors" if s.errors else "")
+    notes = [f"{s.errors} errors"] if s.errors else []
+    if s.variant.needs_redis and s.scripts_per_request < FULL_DECISIONS:
+        notes.append(f"only {s.scripts_per_request:.0%} of requests reached Redis (limiter failing open)")
+    return ", ".join(["ok", *notes])
 
 
 def variants_table(report: Report) -> list[str]:
     lines = [
         "| variant | what | req/s | ratio to bare | p50 ms | p99 ms | added µs/req | server CPU µs/req "
-        "| CPU-time ratio | Redis cmds/req | status |",
+        "| CPU-time ratio | Redis scripts/req (all cmds) | status |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in report.summaries:
@@ -147,7 +156,7 @@ def variants_table(report: Report) -> list[str]:
             continue
         lines.append(
             f"| {s.variant.name} | {s.variant.description} | {s.rps:,.0f} | {s.ratio:.2f} | {_ms(s.p50_us)} | "
-            f"{_ms(s.p99_us)} | {s.added_us:+.0f} | {s.cpu_us:.0f} | {s.cpu_ratio:.2f} | {s.redis_per_request:.2f} | "
+            f"{_ms(s.p99_us)} | {s.added_us:+.0f} | {s.cpu_us:.0f} | {s.cpu_ratio:.2f} | {_redis(s)} | "
             f"{_status(s)} |"
         )
     return lines
@@ -243,14 +252,15 @@ def method(report: Report) -> list[str]:
         "`/items/1`; numbers read from a Lua `done` hook.",
         "- Before measuring, each variant is started once and probed: 20 requests must answer 200 and every "
         "feature must leave its trace (X-Request-ID header, an access-log line on stdout, `/metrics` series, "
-        "a span reaching the exporter, Redis commands). An opskit variant whose feature is missing is reported "
-        "n/a (not built yet) instead of being measured as if it worked.",
+        "a span reaching the exporter, one Redis script call per request). An opskit variant whose feature is "
+        "missing is reported n/a (not built yet) instead of being measured as if it worked.",
         f"- Every measurement starts a fresh server, warms it up for {o.warmup:g} s with wrk, then measures for "
         f"{o.duration:g} s. {o.rounds} interleaved rounds: each round runs every variant once, the order rotated "
         "by one each round.",
         "- Per variant: median req/s over the rounds; ratio to bare = median of the per-round ratios (bare of "
         "the same round); p50/p99 = median over rounds of wrk's percentiles; added µs/req = "
-        "1e6/req/s − 1e6/bare req/s; Redis commands per request from `INFO stats` around the run.",
+        "1e6/req/s − 1e6/bare req/s; Redis script calls (EVAL/EVALSHA) and all commands (those a script runs "
+        "included) per request, from `INFO commandstats` around the run.",
         "- Server CPU µs/req: user + system CPU time of the server process (all threads, from /proc) during the "
         "measured run, divided by the requests served; CPU-time ratio = bare's CPU µs/req ÷ the variant's "
         "(median of per-round ratios). On a busy machine other work steals time from the server's core, which "
@@ -326,14 +336,17 @@ def limiter_section(report: Report) -> list[str]:
         f"**{limiter.raw_evalsha_rps:,.0f} EVALSHA/s**. Through the app (1 uvicorn worker, every request is "
         "one decision):",
         "",
-        "| variant | decisions/s | share of raw EVALSHA rate | Redis cmds/decision |",
-        "|---|---:|---:|---:|",
+        "| variant | decisions/s | share of raw EVALSHA rate | requests that ran the script | Redis cmds/request |",
+        "|---|---:|---:|---:|---:|",
     ]
     for s in limiter.rows:
         share = s.rps / limiter.raw_evalsha_rps if limiter.raw_evalsha_rps else 0.0
-        lines.append(f"| {s.variant.name} | {s.rps:,.0f} | {share:.1%} | {s.redis_per_request:.2f} |")
+        lines.append(
+            f"| {s.variant.name} | {s.rps:,.0f} | {share:.1%} | {s.scripts_per_request:.0%} | "
+            f"{s.redis_per_request:.2f} |"
+        )
     if not limiter.rows:
-        lines.append("| opskit-ratelimit | n/a (not built yet) | | |")
+        lines.append("| opskit-ratelimit | n/a (not built yet) | | | |")
     return [*lines, ""]
 
 

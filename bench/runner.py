@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bench import wrk
-from bench.servers import LOAD_CPU, SERVER_CPU, AppServer, Unavailable, app_server, cpu_jiffies, redis_commands
+from bench.servers import LOAD_CPU, SERVER_CPU, AppServer, RedisCalls, Unavailable, app_server, cpu_jiffies, redis_calls
 from bench.variants import Variant
 from tests.servers import RedisServer
 
@@ -44,7 +44,7 @@ class Measurement:
     variant: str
     round: int
     result: wrk.WrkResult
-    redis_commands: int
+    redis: RedisCalls
     server_cpu_s: float = 0.0
     other_cpu_share: float = 0.0
 
@@ -68,6 +68,7 @@ class Summary:
     added_us: float = 0.0
     errors: int = 0
     redis_per_request: float = 0.0
+    scripts_per_request: float = 0.0
     cpu_us: float = 0.0
     cpu_ratio: float = 0.0
 
@@ -80,7 +81,7 @@ def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, redis_before: int) -> list[str]:
+def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, redis_before: RedisCalls) -> list[str]:
     """Probe a running server; stop it; list the features that left no trace."""
     missing: list[str] = []
     last_headers: dict[str, str] = {}
@@ -99,14 +100,14 @@ def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, r
         missing.append("access log (no line about /items/1 on stdout)")
     if "spans" in variant.evidence and not server.span_marker.exists():
         missing.append("tracing (no span reached the exporter)")
-    if "redis" in variant.evidence and redis_commands(redis) - redis_before < PROBE_REQUESTS:
-        missing.append("rate limiter (fewer Redis commands than requests)")
+    if "redis" in variant.evidence and (redis_calls(redis) - redis_before).scripts < PROBE_REQUESTS:
+        missing.append("rate limiter (fewer Redis script calls than requests)")
     return missing
 
 
 def check(variant: Variant, redis: RedisServer) -> Status:
     """Start ``variant``, send a few requests, and look for the evidence of each of its features."""
-    before = redis_commands(redis)
+    before = redis_calls(redis)
     try:
         with app_server(variant, redis.url) as server:
             missing = _missing_evidence(variant, server, redis, before)
@@ -131,13 +132,13 @@ def measure(variant: Variant, redis: RedisServer, options: Options, round_no: in
         url = server.url + "/items/1"
         if options.warmup > 0:
             wrk.run(url, duration=options.warmup, connections=options.connections, threads=options.threads, cpu=cpu)
-        before = redis_commands(redis)
+        before = redis_calls(redis)
         cpu_before, cpu0_before = server.cpu_seconds(), cpu_jiffies(SERVER_CPU)
         result = wrk.run(
             url, duration=options.duration, connections=options.connections, threads=options.threads, cpu=cpu
         )
         cpu_after, cpu0_after = server.cpu_seconds(), cpu_jiffies(SERVER_CPU)
-        commands = max(0, redis_commands(redis) - before - 1)
+        commands = redis_calls(redis) - before
     server_cpu = cpu_after - cpu_before
     busy, total = cpu0_after[0] - cpu0_before[0], cpu0_after[1] - cpu0_before[1]
     tick = 1.0 / os.sysconf("SC_CLK_TCK")
@@ -186,7 +187,9 @@ def summarize(summaries: list[Summary]) -> None:
         s.added_us = (1e6 / s.rps - 1e6 / bare_rps) if s.rps and bare_rps else 0.0
         s.errors = sum(m.result.errors for m in s.measurements)
         requests = sum(m.result.requests for m in s.measurements)
-        s.redis_per_request = sum(m.redis_commands for m in s.measurements) / requests if requests else 0.0
+        if requests:
+            s.redis_per_request = sum(m.redis.commands for m in s.measurements) / requests
+            s.scripts_per_request = sum(m.redis.scripts for m in s.measurements) / requests
         s.cpu_us = statistics.median(m.cpu_us_per_request for m in s.measurements)
         cpu_ratios = [
             bare_cpu_by_round[m.round] / m.cpu_us_per_request

@@ -50,12 +50,35 @@ def cpu_jiffies(cpu: int) -> tuple[int, int]:
     raise RuntimeError(f"no cpu{cpu} in /proc/stat")
 
 
-def redis_commands(redis: RedisServer) -> int:
-    """Commands the Redis server has processed so far."""
-    for line in redis.cli("INFO", "stats").splitlines():
-        if line.startswith("total_commands_processed:"):
-            return int(line.split(":", 1)[1])
-    raise RuntimeError("redis INFO stats has no total_commands_processed")
+SCRIPT_COMMANDS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"})
+OWN_COMMANDS = frozenset({"info", "flushall", "config", "script"})
+
+
+@dataclass(frozen=True)
+class RedisCalls:
+    """Commands a Redis server has run so far: all of them (script-internal ones included) and scripts."""
+
+    commands: int
+    scripts: int
+
+    def __sub__(self, other: RedisCalls) -> RedisCalls:
+        return RedisCalls(self.commands - other.commands, self.scripts - other.scripts)
+
+
+def redis_calls(redis: RedisServer) -> RedisCalls:
+    """Counts from ``INFO commandstats``, leaving out the harness's own INFO/FLUSHALL/CONFIG/SCRIPT."""
+    commands = scripts = 0
+    for line in redis.cli("INFO", "commandstats").splitlines():
+        if not line.startswith("cmdstat_"):
+            continue
+        name, _, stats = line.removeprefix("cmdstat_").partition(":")
+        calls = int(stats.split("calls=", 1)[1].split(",", 1)[0])
+        if name.split("|", 1)[0] in OWN_COMMANDS:
+            continue
+        commands += calls
+        if name in SCRIPT_COMMANDS:
+            scripts += calls
+    return RedisCalls(commands, scripts)
 
 
 def app_env(variant: Variant, redis_url: str, span_marker: Path, extra_routes: int = 0) -> dict[str, str]:
