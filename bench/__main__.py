@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import extras, profile, report, runner
-from bench.servers import LOAD_CPU, private_redis
+from bench.servers import LOAD_CPU, Unavailable, private_redis
 from bench.variants import BY_NAME, select
+from tests.servers import RedisServer
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -35,6 +38,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run_extras(result: report.Report, redis: RedisServer, options: runner.Options) -> None:
+    """Scaling, scrape, limiter and profiles; one that fails is reported and the others still run."""
+    statuses = {s.variant.name: s.status for s in result.summaries}
+
+    def attempt(what: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except (RuntimeError, OSError, Unavailable, subprocess.SubprocessError) as exc:
+            runner.log(f"{what} failed: {exc}")
+            result.failures.append(f"{what}: {type(exc).__name__}: {exc}")
+
+    def scaling() -> None:
+        result.scaling = extras.gunicorn_scaling(redis, options, statuses)
+
+    def scrape() -> None:
+        result.scrapes = extras.metrics_scrape(redis, options, statuses)
+
+    def limiter() -> None:
+        result.limiter = extras.limiter_cost(options, result.summaries)
+
+    attempt("gunicorn scaling", scaling)
+    attempt("/metrics scrape", scrape)
+    attempt("limiter vs EVALSHA", limiter)
+    for name in report.missed_targets(result):
+        runner.log(f"profiling {name}")
+
+        def profile_it(name: str = name) -> None:
+            result.profiles[name] = profile.profile(BY_NAME[name], redis, options)
+
+        attempt(f"profile of {name}", profile_it)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -56,13 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         summaries = runner.run(variants, redis, options)
         result = report.Report(command.strip(), options, machine, summaries)
         if not args.no_extras:
-            statuses = {s.variant.name: s.status for s in summaries}
-            result.scaling = extras.gunicorn_scaling(redis, options, statuses)
-            result.scrapes = extras.metrics_scrape(redis, options, statuses)
-            result.limiter = extras.limiter_cost(options, summaries)
-            for name in report.missed_targets(result):
-                runner.log(f"profiling {name}")
-                result.profiles[name] = profile.profile(BY_NAME[name], redis, options)
+            run_extras(result, redis, options)
     machine.busy_after = report.cpu_busy()
     report.write(result, args.output)
     runner.log(f"wrote {args.output}")

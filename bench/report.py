@@ -120,6 +120,7 @@ class Report:
     limiter: LimiterCost | None = None
     started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
     profiles: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
 
     def row(self, name: str) -> Summary | None:
         return next((s for s in self.summaries if s.variant.name == name), None)
@@ -134,11 +135,13 @@ def _redis(s: Summary) -> str:
 
 
 def _status(s: Summary) -> str:
-    if s.status.availability == "n/a":
-        return f"n/a ({s.status.reason})"
+    if s.status.availability in ("n/a", "error"):
+        return f"{s.status.availability} ({s.status.reason})"
     if s.status.availability == "partial":
         return f"partial ({s.status.reason})"
     notes = [f"{s.errors} errors"] if s.errors else []
+    if s.failures:
+        notes.append(f"{len(s.failures)} failed run(s), first: {s.failures[0]}")
     if s.variant.needs_redis and s.scripts_per_request < FULL_DECISIONS:
         notes.append(f"only {s.scripts_per_request:.0%} of requests reached Redis (limiter failing open)")
     return ", ".join(["ok", *notes])
@@ -395,6 +398,8 @@ def render(report: Report) -> str:
         *scrape_section(report),
         *limiter_section(report),
     ]
+    if report.failures:
+        lines += ["## Measurements that failed", "", *(f"- {failure}" for failure in report.failures), ""]
     for name, text in report.profiles.items():
         lines += [f"## Where the time goes: {name}", "", "```", text.rstrip(), "```", ""]
     return "\n".join(lines).rstrip() + "\n"

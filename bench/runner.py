@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,7 +15,7 @@ from bench.variants import Variant
 from tests.servers import RedisServer
 
 PROBE_REQUESTS = 20
-Availability = Literal["ok", "partial", "n/a"]
+Availability = Literal["ok", "partial", "n/a", "error"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Summary:
     variant: Variant
     status: Status
     measurements: list[Measurement] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
     rps: float = 0.0
     ratio: float = 0.0
     p50_us: float = 0.0
@@ -106,19 +108,25 @@ def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, r
 
 
 def check(variant: Variant, redis: RedisServer) -> Status:
-    """Start ``variant``, send a few requests, and look for the evidence of each of its features."""
+    """Start ``variant``, send a few requests, and look for the evidence of each of its features.
+
+    An opskit variant that cannot be built or leaves no trace of a feature is "n/a" (not built yet);
+    a bare or peer variant in that state is an "error" of the harness, reported, not measured.
+    """
     before = redis_calls(redis)
     try:
         with app_server(variant, redis.url) as server:
             missing = _missing_evidence(variant, server, redis, before)
     except Unavailable as exc:
         if variant.family != "opskit":
-            raise RuntimeError(f"{variant.name} did not start: {exc}") from exc
+            return Status("error", f"did not start: {exc}")
         return Status("n/a", f"not built yet: {exc}")
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return Status("error", f"{type(exc).__name__}: {exc}")
     if not missing:
         return Status("ok")
     if variant.family != "opskit":
-        raise RuntimeError(f"{variant.name} is misconfigured, missing: {'; '.join(missing)}")
+        return Status("error", "misconfigured, missing: " + "; ".join(missing))
     if variant.name == "opskit-all":
         return Status("partial", "measured without: " + "; ".join(missing))
     return Status("n/a", "not built yet: " + "; ".join(missing))
@@ -159,10 +167,16 @@ def run(variants: list[Variant], redis: RedisServer, options: Options) -> list[S
         status = check(variant, redis)
         log(f"check {variant.name}: {status.availability} {status.reason}".rstrip())
         summaries[variant.name] = Summary(variant, status)
-    active = [v for v in variants if summaries[v.name].status.availability != "n/a"]
+    active = [v for v in variants if summaries[v.name].status.availability in ("ok", "partial")]
     for round_no in range(options.rounds):
         for variant in rotation(active, round_no):
-            m = measure(variant, redis, options, round_no)
+            try:
+                m = measure(variant, redis, options, round_no)
+            except (RuntimeError, OSError, Unavailable, subprocess.SubprocessError) as exc:
+                # One failed run (a crash, a timeout on a loaded machine) must not lose the others.
+                log(f"round {round_no + 1}/{options.rounds} {variant.name} failed: {exc}")
+                summaries[variant.name].failures.append(f"round {round_no + 1}: {exc}")
+                continue
             log(f"round {round_no + 1}/{options.rounds} {variant.name}: {m.result.rps:,.0f} req/s")
             summaries[variant.name].measurements.append(m)
     result = list(summaries.values())
