@@ -65,7 +65,9 @@ def run_extras(result: report.Report, redis: RedisServer, options: runner.Option
         runner.log(f"profiling {name}")
 
         def profile_it(name: str = name) -> None:
-            result.profiles[name] = profile.profile(BY_NAME[name], redis, options)
+            row = result.row(name)
+            cpu_us = row.cpu_us if row is not None else 0.0
+            result.profiles[name] = profile.profile(BY_NAME[name], redis, options, cpu_us)
 
         attempt(f"profile of {name}", profile_it)
 

@@ -44,10 +44,20 @@ def _name(frame: str) -> str:
     return f"{match['func']} ({_short(match['file'])})"
 
 
-def summarize(collapsed: str, top: int = TOP) -> str:
-    """Self and inclusive sample shares per function from py-spy's ``--format raw`` output."""
+def _module(name: str) -> str | None:
+    """``opskit/tracing/_component.py`` for a frame of opskit's, else None."""
+    inside = name.rsplit("(", 1)[-1].rstrip(")")
+    return inside if inside.startswith("opskit/") else None
+
+
+def summarize(collapsed: str, cpu_us_per_request: float = 0.0, top: int = TOP) -> str:
+    """Self and inclusive sample shares from py-spy's ``--format raw`` output.
+
+    With the variant's server CPU time per request, shares are also shown as µs per request.
+    """
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    modules: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -61,17 +71,32 @@ def summarize(collapsed: str, top: int = TOP) -> str:
         own[frames[-1]] += count
         for name in set(frames):
             inclusive[name] += count
+        for module in {m for m in map(_module, frames[1:]) if m}:
+            modules[module] += count
     if not total:
         return "no samples"
-    lines = [f"{total} samples of the server process under load (on-CPU only)", "", "self time:"]
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in own.most_common(top)]
+
+    def share(n: int) -> str:
+        text = f"  {n / total:6.1%}"
+        return text + (f"  ~{n / total * cpu_us_per_request:5.0f} µs/req" if cpu_us_per_request else "")
+
+    lines = [f"{total} samples of the server process under load (on-CPU only)"]
+    if cpu_us_per_request:
+        lines.append(f"µs/req = share x the {cpu_us_per_request:.0f} µs of server CPU per request measured above")
+    lines += ["", "self time:"]
+    lines += [f"{share(n)}  {name}" for name, n in own.most_common(top)]
+    lines += ["", "opskit modules below the middleware's own frame (each with what it calls):"]
+    below = [(m, n) for m, n in modules.most_common() if m != "opskit/middleware.py"][:top]
+    lines += [f"{share(n)}  {module}" for module, n in below] or ["  (no opskit frame sampled)"]
     mine = [(name, n) for name, n in inclusive.most_common() if "(opskit/" in name][:top]
-    lines += ["", "inclusive time of opskit's functions (each with what it calls):"]
-    lines += [f"  {n / total:6.1%}  {name}" for name, n in mine] or ["  (no opskit frame sampled)"]
+    lines += ["", "opskit functions (each with what it calls):"]
+    lines += [f"{share(n)}  {name}" for name, n in mine] or ["  (no opskit frame sampled)"]
     return "\n".join(lines)
 
 
-def profile(variant: Variant, redis: RedisServer, options: Options, seconds: float = 5.0) -> str:
+def profile(
+    variant: Variant, redis: RedisServer, options: Options, cpu_us_per_request: float = 0.0, seconds: float = 5.0
+) -> str:
     """Run ``variant`` under wrk and sample it with py-spy for ``seconds``; the summary text."""
     spy = py_spy()
     if spy is None:
@@ -102,4 +127,4 @@ def profile(variant: Variant, redis: RedisServer, options: Options, seconds: flo
             load.join()
         if done.returncode != 0 or not out.exists():
             return f"py-spy failed: {(done.stderr or done.stdout).strip()[-500:]}"
-        return summarize(out.read_text())
+        return summarize(out.read_text(), cpu_us_per_request)

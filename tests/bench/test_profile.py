@@ -20,8 +20,15 @@ class TestSummarize:
         assert text.startswith("100 samples")
         assert " 60.0%  send (uvicorn/h.py)" in text
         assert " 30.0%  msg (opskit/_logging.py)" in text
-        assert " 90.0%  __call__ (opskit/middleware.py)" in text.split("inclusive time")[1]
-        assert "main (uvicorn/main.py)" not in text.split("inclusive time")[1]
+        functions = text.split("opskit functions")[1]
+        assert " 90.0%  __call__ (opskit/middleware.py)" in functions
+        assert "main (uvicorn/main.py)" not in functions
+        assert " 30.0%  opskit/_logging.py" in text.split("opskit modules")[1]
+
+    def test_shares_become_microseconds(self) -> None:
+        """Given the CPU time per request, each share is also given in µs per request."""
+        text = summarize(STACKS, cpu_us_per_request=200.0)
+        assert " 30.0%  ~   60 µs/req  msg (opskit/_logging.py)" in text
 
     def test_no_samples(self) -> None:
         """Empty output (py-spy saw nothing) says so instead of dividing by zero."""
