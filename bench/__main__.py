@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import extras, profile, report, runner
+from bench import extras, machine, profile, report, runner
 from bench.servers import LOAD_CPU, Unavailable, private_redis
 from bench.variants import BY_NAME, select
 from tests.servers import RedisServer
@@ -88,13 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         pin=(os.cpu_count() or 1) >= 2,
     )
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
-    machine = report.describe_machine()
+    host = machine.describe_machine()
     with private_redis(cpu=LOAD_CPU if options.pin else None) as redis:
         summaries = runner.run(variants, redis, options)
-        result = report.Report(command.strip(), options, machine, summaries)
+        result = report.Report(command.strip(), options, host, summaries)
         if not args.no_extras:
             run_extras(result, redis, options)
-    machine.busy_after = report.cpu_busy()
+    host.busy_after = machine.cpu_busy()
     report.write(result, args.output)
     runner.log(f"wrote {args.output}")
     return 0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.report import Machine, Report, targets_table
+from bench.machine import Machine
+from bench.report import Report, targets_table
 from bench.runner import Measurement, Options, Status, Summary, summarize
 from bench.servers import RedisCalls
 from bench.variants import BY_NAME
