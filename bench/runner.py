@@ -189,7 +189,6 @@ def summarize(summaries: list[Summary]) -> None:
     bare_runs = [m for s in summaries if s.variant.name == "bare" for m in s.measurements]
     bare_by_round = {m.round: m.result.rps for m in bare_runs}
     bare_cpu_by_round = {m.round: m.cpu_us_per_request for m in bare_runs}
-    bare_rps = statistics.median(bare_by_round.values()) if bare_by_round else 0.0
     for s in summaries:
         if not s.measured:
             continue
@@ -198,7 +197,12 @@ def summarize(summaries: list[Summary]) -> None:
         s.ratio = statistics.median(ratios) if ratios else 0.0
         s.p50_us = statistics.median(m.result.p50_us for m in s.measurements)
         s.p99_us = statistics.median(m.result.p99_us for m in s.measurements)
-        s.added_us = (1e6 / s.rps - 1e6 / bare_rps) if s.rps and bare_rps else 0.0
+        added = [
+            1e6 / m.result.rps - 1e6 / bare_by_round[m.round]
+            for m in s.measurements
+            if m.result.rps and bare_by_round.get(m.round)
+        ]
+        s.added_us = statistics.median(added) if added else 0.0
         s.errors = sum(m.result.errors for m in s.measurements)
         requests = sum(m.result.requests for m in s.measurements)
         if requests:

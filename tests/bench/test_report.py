@@ -47,3 +47,14 @@ class TestTargetsTable:
         lines = targets_table(report(missing))
         tracing = next(line for line in lines if line.startswith("| tracing alone"))
         assert "n/a (not built yet)" in tracing
+
+    def test_a_limiter_failing_open_is_called_out(self) -> None:
+        """A limiter run in which half the requests never reached Redis carries that warning in its verdict."""
+        limiter = row("opskit-ratelimit", 9_000, 10_000)
+        requests = limiter.measurements[0].result.requests
+        limiter.measurements[0] = Measurement(
+            "opskit-ratelimit", 0, limiter.measurements[0].result, RedisCalls(requests * 2, requests // 2)
+        )
+        lines = targets_table(report(limiter))
+        limit_row = next(line for line in lines if line.startswith("| Redis limiter alone"))
+        assert "**pass** (the limiter skipped Redis for 50% of requests, failing open" in limit_row
