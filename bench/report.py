@@ -204,23 +204,28 @@ def method(report: Report) -> list[str]:
 def scaling_section(report: Report) -> list[str]:
     if not report.scaling:
         return []
+    bare = next((s for s in report.scaling if s.variant == "bare" and s.ratios), None)
     lines = [
         "## gunicorn scaling: 2 workers vs 1",
         "",
         "gunicorn with `uvicorn_worker.UvicornWorker`, 1 then 2 workers (order alternating per round), "
         "**not pinned**: with only "
         f"{report.machine.cores} CPUs, wrk shares the cores with the workers, so 2 workers cannot reach 2x here; "
-        "the bare app's ratio shows the ceiling this machine allows.",
+        "the bare app's ratio shows the ceiling this machine allows, and the last column compares each "
+        "variant's scaling with it.",
         "",
-        "| variant | 1 worker req/s | 2 workers req/s | ratio (median of rounds) | status |",
-        "|---|---:|---:|---:|---|",
+        "| variant | 1 worker req/s | 2 workers req/s | ratio (median of rounds) | vs bare's scaling | status |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for s in report.scaling:
         if not s.ratios:
-            lines.append(f"| {s.variant} | – | – | – | n/a ({s.status.reason}) |")
+            lines.append(f"| {s.variant} | – | – | – | – | {s.status.availability} ({s.status.reason}) |")
             continue
         note = s.status.availability if s.status.availability != "partial" else f"partial ({s.status.reason})"
-        lines.append(f"| {s.variant} | {s.median_rps(1):,.0f} | {s.median_rps(2):,.0f} | {s.ratio:.2f}x | {note} |")
+        relative = f"{s.ratio / bare.ratio:.2f}" if bare is not None and bare.ratio else "–"
+        lines.append(
+            f"| {s.variant} | {s.median_rps(1):,.0f} | {s.median_rps(2):,.0f} | {s.ratio:.2f}x | {relative} | {note} |"
+        )
     return [*lines, ""]
 
 

@@ -96,6 +96,7 @@ class TestExtras:
         scaling = table(text, "## gunicorn scaling")
         assert [row[0] for row in scaling] == ["bare"]
         assert number(scaling[0][1]) > 0 and number(scaling[0][2]) > 0 and number(scaling[0][3]) > 0
+        assert scaling[0][4] == "1.00"
         scrape = table(text, "## `/metrics` scrape time")
         assert [row[0] for row in scrape] == ["peer-instrumentator"]
         assert number(scrape[0][1]) > 0 and number(scrape[0][4]) > 0
