@@ -10,6 +10,7 @@ from pathlib import Path
 from bench.extras import SCRAPE_ROUTES, SCRAPE_WORKERS, LimiterCost, Scaling, Scrape
 from bench.machine import BUSY_THRESHOLD, Machine, git_commit, versions
 from bench.runner import Options, Summary
+from bench.servers import LIMITER_TIMEOUT
 from bench.variants import ALL_ON_MAX_P99_FACTOR, SCALING_TARGET, TARGETS, Target
 
 # A limiter whose script ran for fewer requests than this share skipped Redis (timeouts, breaker).
@@ -192,7 +193,9 @@ def method(report: Report) -> list[str]:
         "- Access logs go to the server's real stdout, redirected to a file (as a pipe or file in production). "
         "Tracing: 100 % sampled, `BatchSpanProcessor` to an exporter that drops the spans (same for opskit and "
         "the OTel instrumentation). Limiters: the same never-reached limit, against the same private Redis "
-        "(flushed before each run).",
+        f"(flushed before each run); opskit's Redis timeout is set to {LIMITER_TIMEOUT} s "
+        "(`OPSKIT_REDIS_TIMEOUT`) so that every decision is measured: with the default 50 ms, a saturated event "
+        "loop reads some replies late and the limiter fails open for a share of requests.",
         "- Peer stack: asgi-correlation-id, prometheus-fastapi-instrumentator (`Instrumentator().instrument(app)"
         ".expose(app)`), opentelemetry-instrumentation-fastapi, the usual structlog access log "
         "(structlog's recommended production pipeline: filtering bound logger, `TimeStamper`, `JSONRenderer` "

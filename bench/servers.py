@@ -21,6 +21,7 @@ from tests.servers import Background, RedisServer, free_port, which
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
 LOAD_CPU = 1
+LIMITER_TIMEOUT = "1.0"
 
 
 class Unavailable(Exception):
@@ -90,6 +91,8 @@ def app_env(variant: Variant, redis_url: str, span_marker: Path, extra_routes: i
         "BENCH_ROUTES": str(extra_routes),
         "OPSKIT_REDIS_URL": redis_url,
         "OPSKIT_RATE_LIMIT": NEVER_REJECTING_LIMIT,
+        # A saturated event loop answers late: the default 50 ms would fail some decisions open.
+        "OPSKIT_REDIS_TIMEOUT": LIMITER_TIMEOUT,
         "OTEL_TRACES_SAMPLER": "always_on",
         # opskit traces only when an exporter is configured; bench.apps swaps it for the dropping one.
         "OTEL_TRACES_EXPORTER": "otlp" if "tracing" in variant.features else "none",
