@@ -214,8 +214,8 @@ def scaling_section(report: Report) -> list[str]:
         "gunicorn with `uvicorn_worker.UvicornWorker`, 1 then 2 workers (order alternating per round), "
         "**not pinned**: with only "
         f"{report.machine.cores} CPUs, wrk shares the cores with the workers, so 2 workers cannot reach 2x here; "
-        "the bare app's ratio shows the ceiling this machine allows, and the last column compares each "
-        "variant's scaling with it.",
+        "the private Redis (pinned to CPU 1) takes its share too. The bare app's ratio shows the ceiling this "
+        "machine allows, and the column after it compares each variant's scaling with that ceiling.",
         "",
         "| variant | 1 worker req/s | 2 workers req/s | ratio (median of rounds) | vs bare's scaling | status |",
         "|---|---:|---:|---:|---:|---|",
