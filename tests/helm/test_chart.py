@@ -16,6 +16,7 @@ from tests.helm.chart import (
     CUSTOM_KINDS,
     KUBERNETES_VERSION,
     NAMESPACE,
+    RELEASE,
     SCENARIOS,
     Manifest,
     app_container,
@@ -29,6 +30,7 @@ from tests.helm.chart import (
 )
 from tests.servers import ROOT
 
+APP = f"{RELEASE}-opskit"
 scenario = pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.stem)
 
 
@@ -204,10 +206,10 @@ class TestOptionalObjects:
     """Each optional object appears only when enabled, with what it needs."""
 
     def test_minimal_renders_only_the_core(self) -> None:
-        """Defaults: Deployment, Service, ServiceAccount, ConfigMap, NetworkPolicy, PDB and the test pod."""
+        """Defaults: Deployment, Service, ServiceAccount, ConfigMap, NetworkPolicy, PDB, the test pod and its policy."""
         kinds = sorted(m["kind"] for m in render())
         expected = ["ConfigMap", "Deployment", "NetworkPolicy", "Pod", "PodDisruptionBudget", "Service"]
-        assert kinds == sorted([*expected, "ServiceAccount"])
+        assert kinds == sorted([*expected, "ServiceAccount", "NetworkPolicy"])
 
     def test_hpa_replaces_replicas(self) -> None:
         """With the HPA on, the Deployment has no replicas (the HPA owns them); scale-down is damped."""
@@ -246,7 +248,7 @@ class TestOptionalObjects:
         service_ports = {p["name"] for p in one(manifests, "Service")["spec"]["ports"]}
         assert service_ports == {"http", "metrics"}
         assert one(manifests, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"
-        ingress = one(manifests, "NetworkPolicy")["spec"]["ingress"]
+        ingress = find(manifests, "NetworkPolicy", APP)[0]["spec"]["ingress"]
         assert [rule["ports"][0]["port"] for rule in ingress] == ["http", "metrics"]
         assert "from" in ingress[1]
 
@@ -287,9 +289,11 @@ class TestOptionalObjects:
 
     def test_network_policy_egress(self) -> None:
         """Egress: DNS always; Redis and the OTLP collector only when configured."""
-        minimal = one(render(), "NetworkPolicy")["spec"]["egress"]
+        minimal = find(render(), "NetworkPolicy", APP)[0]["spec"]["egress"]
         assert [sorted(p["port"] for p in rule["ports"]) for rule in minimal] == [[53, 53]]
-        production = one(render_scenario(CHART / "ci" / "production-values.yaml"), "NetworkPolicy")["spec"]["egress"]
+        production = find(render_scenario(CHART / "ci" / "production-values.yaml"), "NetworkPolicy", APP)[0]["spec"][
+            "egress"
+        ]
         ports = sorted(p["port"] for rule in production for p in rule["ports"])
         assert ports == [53, 53, 4317, 4318, 6379]
 
@@ -302,12 +306,39 @@ class TestOptionalObjects:
         assert route["spec"]["rules"][0]["backendRefs"][0]["port"] == 80
         assert route["spec"]["parentRefs"][0]["name"] == "public"
 
+    @pytest.mark.parametrize("values", SCENARIOS, ids=lambda p: p.stem)
+    def test_selectors_pick_only_the_app_pods(self, values: Path) -> None:
+        """The Service, PDB and NetworkPolicy select the Deployment's pods, never the test or Redis pods."""
+        manifests = render_scenario(values)
+        app_labels = one(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+        others = [m["metadata"]["labels"] for m in find(manifests, "Pod")]
+        others += [s["spec"]["template"]["metadata"]["labels"] for s in find(manifests, "StatefulSet")]
+        app_service = next(s for s in find(manifests, "Service") if s["spec"]["ports"][0]["name"] == "http")
+        app_policy = find(manifests, "NetworkPolicy", APP)[0]
+        selectors = [app_service["spec"]["selector"], app_policy["spec"]["podSelector"]["matchLabels"]]
+        selectors += [pdb["spec"]["selector"]["matchLabels"] for pdb in find(manifests, "PodDisruptionBudget")]
+        for selector in selectors:
+            assert selector.items() <= app_labels.items()
+            for labels in others:
+                assert not selector.items() <= labels.items(), (selector, labels)
+
+    def test_restricted_ingress_still_admits_prometheus_and_helm_test(self) -> None:
+        """With ingressFrom set and metrics on the app port, the scraper and the test pod may still connect."""
+        manifests = render(set_json=['networkPolicy.ingressFrom=[{"namespaceSelector":{"matchLabels":{"x":"y"}}}]'])
+        (rule,) = find(manifests, "NetworkPolicy", APP)[0]["spec"]["ingress"]
+        test_labels = one(manifests, "Pod")["metadata"]["labels"]
+        peers = rule["from"]
+        assert {"namespaceSelector": {"matchLabels": {"x": "y"}}} in peers
+        assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
+        pod_peers = [p["podSelector"]["matchLabels"] for p in peers if "podSelector" in p]
+        assert any(selector.items() <= test_labels.items() for selector in pod_peers)
+
     def test_helm_test_pod_calls_readyz(self) -> None:
         """`helm test` runs a pod (hook) that requests /readyz through the Service."""
         pod = one(render(), "Pod")
         assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
         script = pod["spec"]["containers"][0]["command"][-1]
-        assert f"http://shop-opskit.{NAMESPACE}.svc:80/readyz" in script
+        assert f"http://{APP}.{NAMESPACE}.svc:80/readyz" in script
         assert pod["spec"]["restartPolicy"] == "Never"
 
 
