@@ -245,6 +245,7 @@ class TestOptionalObjects:
         ports = {p["name"]: p["containerPort"] for p in app_container(manifests)["ports"]}
         assert ports == {"http": 8000, "metrics": 9000}
         assert container_env(manifests)["OPSKIT_METRICS_PORT"]["value"] == "9000"
+        assert container_env(manifests)["OPSKIT_METRICS_ON_APP_PORT"]["value"] == "false"
         service_ports = {p["name"] for p in one(manifests, "Service")["spec"]["ports"]}
         assert service_ports == {"http", "metrics"}
         assert one(manifests, "ServiceMonitor")["spec"]["endpoints"][0]["port"] == "metrics"

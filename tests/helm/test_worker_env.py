@@ -6,6 +6,7 @@ import importlib.util
 import os
 import re
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from opskit.settings import env_vars
 from tests.helm.chart import CHART, Manifest, container_env, one, render
 from tests.servers import ROOT, Background, free_port, wait_for_port
 
-# The serving variables the chart passes (issue "Serving"): used for the check below until the serving
-# settings section (opskit/settings/serving.py) declares them; from then on env_vars() is the reference.
+# The variables the chart passes to the workers (serving, metrics, rate limiting, tracing): the reference
+# for the check below until the serving settings (opskit/settings/serving.py) exist; then env_vars() is.
 SERVING_ENV = frozenset(
     {
         "WEB_CONCURRENCY",
@@ -32,6 +33,7 @@ SERVING_ENV = frozenset(
         "FORWARDED_ALLOW_IPS",
         "PROMETHEUS_MULTIPROC_DIR",
         "OPSKIT_METRICS_PORT",
+        "OPSKIT_METRICS_ON_APP_PORT",
         "OPSKIT_REDIS_URL",
         "OPSKIT_TRUSTED_PROXIES",
         "OTEL_SERVICE_NAME",
@@ -119,26 +121,61 @@ def _session_leaves(session: int) -> list[int]:
 class TestWorkersStart:
     """`opskit serve`, given the rendered container env, starts the worker count the values ask for."""
 
-    def test_worker_count_follows_web_concurrency(self, tmp_path: Path) -> None:
-        """serving.webConcurrency=3 in values: gunicorn runs exactly 3 workers, and the app answers."""
-        manifests = render(set_values=["serving.webConcurrency=3"])
-        port = free_port()
+    def _serve(self, manifests: list[Manifest], tmp_path: Path, **overrides: str) -> Background:
+        """`opskit serve` with the Deployment's env (downward API faked) and the ConfigMap's settings."""
         env = {name: item["value"] for name, item in container_env(manifests).items() if "value" in item}
         env.update(_configmap_env(manifests))
         fake_pod = {"K8S_POD_NAME": "shop-opskit-0", "K8S_NAMESPACE": "apps", "K8S_NODE_NAME": "n1", "K8S_POD_UID": "u"}
         env = {name: _expand(value, fake_pod) for name, value in env.items()}
-        env.update(PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+        env.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), **overrides)
         command = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
         assert command[:2] == ["opskit", "serve"]
         opskit = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "opskit"
-        server = Background([str(opskit), "serve", "tests.helm.tiny_app:app"], env=env, cwd=ROOT)
+        return Background([str(opskit), "serve", "tests.helm.tiny_app:app"], env=env, cwd=ROOT)
+
+    def test_worker_count_follows_web_concurrency(self, tmp_path: Path) -> None:
+        """serving.webConcurrency=3 in values: gunicorn runs exactly 3 workers, and the app answers."""
+        port = free_port()
+        server = self._serve(render(set_values=["serving.webConcurrency=3"]), tmp_path, PORT=str(port))
         try:
             wait_for_port(port, timeout=30)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                assert response.status == 200
+            _get_ok(f"http://127.0.0.1:{port}/")
             deadline = time.monotonic() + 20
             while len(_session_leaves(server.pid)) != 3 and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert len(_session_leaves(server.pid)) == 3, server.stderr()[-2000:]
         finally:
             server.close()
+
+    @pytest.mark.skipif(importlib.util.find_spec("opskit.metrics") is None, reason="needs the metrics feature")
+    def test_metrics_port_scenario(self, tmp_path: Path) -> None:
+        """ci/metrics-port-values.yaml: /metrics answers on the metrics port only, not on the app port."""
+        app_port, metrics_port = free_port(), free_port()
+        manifests = render(CHART / "ci" / "metrics-port-values.yaml")
+        server = self._serve(manifests, tmp_path, PORT=str(app_port), OPSKIT_METRICS_PORT=str(metrics_port))
+        try:
+            wait_for_port(app_port, timeout=30)
+            wait_for_port(metrics_port, timeout=30)
+            _get_ok(f"http://127.0.0.1:{app_port}/")
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+                assert b"http_requests_total" in response.read()
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(f"http://127.0.0.1:{app_port}/metrics", timeout=5).close()
+            assert caught.value.code == 404
+            caught.value.close()
+        finally:
+            server.close()
+
+
+def _get_ok(url: str, timeout: float = 30.0) -> None:
+    """GET until 200: gunicorn binds the port before its workers answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
