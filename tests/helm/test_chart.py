@@ -14,6 +14,7 @@ import yaml
 from tests.helm.chart import (
     CHART,
     CUSTOM_KINDS,
+    HelmError,
     KUBERNETES_VERSION,
     NAMESPACE,
     RELEASE,
@@ -91,7 +92,7 @@ class TestLintAndRender:
 
     def test_kubernetes_older_than_1_30_is_refused(self) -> None:
         """kubeVersion: the chart needs 1.30 (preStop sleep action, matchLabelKeys)."""
-        with pytest.raises(Exception, match="kubeVersion"):
+        with pytest.raises(HelmError, match="kubeVersion"):
             helm("template", "x", CHART, "--kube-version", "1.29.0")
 
 
@@ -153,7 +154,7 @@ class TestHardenedDefaults:
 
     def test_a_too_short_grace_period_is_refused(self) -> None:
         """An explicit grace period that would cut the drain fails the render, naming the values."""
-        with pytest.raises(Exception, match="terminationGracePeriodSeconds"):
+        with pytest.raises(HelmError, match="terminationGracePeriodSeconds"):
             render(
                 set_values=["terminationGracePeriodSeconds=20", "preStopSleepSeconds=5", "serving.gracefulTimeout=20"]
             )
