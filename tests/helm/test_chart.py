@@ -14,11 +14,11 @@ import yaml
 from tests.helm.chart import (
     CHART,
     CUSTOM_KINDS,
-    HelmError,
     KUBERNETES_VERSION,
     NAMESPACE,
     RELEASE,
     SCENARIOS,
+    HelmError,
     Manifest,
     app_container,
     container_env,
