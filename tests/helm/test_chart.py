@@ -58,13 +58,14 @@ class TestLintAndRender:
         assert "0 chart(s) failed" in output
 
     @scenario
-    def test_objects_are_valid_kubernetes(self, values: Path) -> None:
-        """Every built-in object validates against Kubernetes 1.30's OpenAPI schema (strict: no unknown fields)."""
+    @pytest.mark.parametrize("version", [KUBERNETES_VERSION, kubernetes_validate.latest_version()])
+    def test_objects_are_valid_kubernetes(self, values: Path, version: str) -> None:
+        """Every built-in object validates against Kubernetes 1.30's and the newest OpenAPI schema (strict)."""
         manifests = render_scenario(values)
         builtin = [m for m in manifests if m["kind"] not in CUSTOM_KINDS]
         assert builtin
         for manifest in builtin:
-            kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+            kubernetes_validate.validate(manifest, version, strict=True)
 
     @scenario
     def test_custom_resources_match_their_crd(self, values: Path) -> None:
