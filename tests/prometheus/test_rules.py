@@ -133,6 +133,11 @@ class TestRuleContent:
             for values in re.findall(r'decision=~"([^"]+)"', query.expr):
                 assert set(values.split("|")) <= set(RATELIMIT_DECISIONS)
 
+    def test_group_names_are_unique(self) -> None:
+        """The chart joins every file into one PrometheusRule, whose group names must be unique."""
+        names = [g["name"] for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]
+        assert len(names) == len(set(names))
+
     def test_recording_rule_names(self) -> None:
         """Recording rules follow level:metric:operations."""
         for name in recorded_names():
