@@ -50,6 +50,13 @@ class RateLimitSettings(SettingsSection):
     rate_limit_legacy_headers: bool = Field(
         False, description="Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`."
     )
+    rate_limit_readiness_check: bool = Field(
+        False,
+        description=(
+            "Make the readiness endpoint fail while Redis does not answer (off: with fail-open, "
+            "a Redis outage must not take every pod out of the load balancer)."
+        ),
+    )
     rate_limit_key_prefix: str = Field("opskit:rl:", description="Prefix of every Redis key the limiter writes.")
     rate_limit_memory_max_keys: int = Field(
         100_000,
@@ -79,12 +86,12 @@ class RateLimitSettings(SettingsSection):
 
     @field_validator("rate_limit_exempt_paths", "rate_limit_exempt_networks", mode="before")
     @classmethod
-    def _split(cls, value: object) -> object:
+    def _split_ratelimit_lists(cls, value: object) -> object:
         return split_list(value)
 
     @field_validator("rate_limit")
     @classmethod
-    def _rates(cls, value: str) -> str:
+    def _check_rate_limit(cls, value: str) -> str:
         if value.strip():
             from opskit.ratelimit.rate import parse_rates
 
@@ -93,14 +100,14 @@ class RateLimitSettings(SettingsSection):
 
     @field_validator("rate_limit_key")
     @classmethod
-    def _key(cls, value: str) -> str:
+    def _check_rate_limit_key(cls, value: str) -> str:
         if not _KEY_SPEC.match(value):
             raise ValueError("expected `ip` or `header:<Header-Name>`")
         return value
 
     @field_validator("rate_limit_exempt_networks")
     @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _check_exempt_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cidr in value:
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -110,14 +117,14 @@ class RateLimitSettings(SettingsSection):
 
     @field_validator("redis_url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _check_redis_url(cls, value: str) -> str:
         if value and not value.startswith(_REDIS_SCHEMES):
             raise ValueError("expected a URL starting with " + ", ".join(_REDIS_SCHEMES))
         return value
 
     @field_validator("rate_limit_key_prefix")
     @classmethod
-    def _prefix(cls, value: str) -> str:
+    def _check_key_prefix(cls, value: str) -> str:
         if "{" in value or "}" in value:
             raise ValueError("braces are reserved for Redis Cluster hash tags")
         return value
