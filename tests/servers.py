@@ -204,3 +204,84 @@ def redis_server(*extra: str) -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535:
+            port = 20000 + port % 30000
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisClusterNode(RedisServer):
+    """A redis-server with ``--cluster-enabled yes`` on a port whose bus port is free."""
+
+    def __init__(self) -> None:
+        self.port = free_cluster_port()
+        self.dir = tempfile.mkdtemp(prefix="opskit-redis-cluster-")
+        self.extra = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+        self.process = None
+        self.start()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of ``masters`` redis-server processes (no replicas) on free loopback ports."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes: list[RedisServer] = []
+        try:
+            for _ in range(masters):
+                self.nodes.append(RedisClusterNode())
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [which("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            self._wait_ok()
+        except BaseException:
+            self.close()
+            raise
+
+    def _wait_ok(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all("cluster_state:ok" in node.cli("cluster", "info") for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Redis Cluster did not reach cluster_state:ok")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        """The opskit URL of the cluster (any node bootstraps the client)."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """Every key on every master matching ``pattern``."""
+        found: list[str] = []
+        for node in self.nodes:
+            found += [k for k in node.cli("--scan", "--pattern", pattern).splitlines() if k]
+        return found
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+@contextlib.contextmanager
+def redis_cluster(masters: int = 3) -> Iterator[RedisClusterServers]:
+    """A started Redis Cluster, stopped afterwards."""
+    cluster = RedisClusterServers(masters)
+    try:
+        yield cluster
+    finally:
+        cluster.close()

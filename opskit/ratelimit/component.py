@@ -99,7 +99,7 @@ class RateLimitComponent(Component):
             from opskit.health import add_readiness_check
 
             add_readiness_check("ratelimit_redis", self.limiter.ping)
-        if not await self.limiter.ping():
+        if not await self.limiter.warm_up():
             logger.warning("rate-limit Redis does not answer; on_error=%s applies", self.limiter.on_error)
 
     async def shutdown(self) -> None:

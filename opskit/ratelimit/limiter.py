@@ -121,6 +121,10 @@ class RateLimiter:
         retry = self.breaker.open_seconds if outcome == "error_rejected" else 0.0
         return Decision(outcome, rate, rate.burst, retry, 0.0, unavailable=outcome == "error_rejected")
 
+    async def warm_up(self) -> bool:
+        """Connect and load the script ahead of the first request; True when the backend answered."""
+        return await self.backend.warm_up() if isinstance(self.backend, RedisBackend) else True
+
     async def ping(self) -> bool:
         """Readiness: the backend answers (always true in memory)."""
         return await self.backend.ping() if isinstance(self.backend, RedisBackend) else True

@@ -65,6 +65,8 @@ class MemoryBackend:
         buckets = self._buckets
         now = self._clock()
         tats = buckets.get(key)
+        if len(rates) == 1:
+            return self._decide_one(key, tats, now, rates[0], cost)
         decision, final = gcra(tats, now, rates, cost)
         if decision.allowed:
             buckets[key] = final
@@ -72,3 +74,19 @@ class MemoryBackend:
             if len(buckets) > self.max_keys:
                 buckets.popitem(last=False)
         return decision
+
+    def _decide_one(self, key: str, tats: list[float] | None, now: float, rate: Rate, cost: int) -> Decision:
+        # gcra() unrolled for the common single-rate policy: this runs on every request.
+        interval = rate.interval
+        capacity = rate.burst * interval
+        start = tats[0] if tats is not None and tats[0] > now else now
+        end = start + cost * interval
+        if end - now <= capacity + 1e-9:
+            buckets = self._buckets
+            buckets[key] = [end]
+            buckets.move_to_end(key)
+            if len(buckets) > self.max_keys:
+                buckets.popitem(last=False)
+            return Decision("allowed", rate, int((capacity - (end - now)) / interval + 1e-9), 0.0, end - now)
+        remaining = max(0, int((capacity - (start - now)) / interval + 1e-9))
+        return Decision("limited", rate, remaining, end - now - capacity, start - now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import limits
 
@@ -21,11 +21,11 @@ class Rate:
     amount: int
     period: float
     burst: int
+    interval: float = field(init=False, repr=False, compare=False)
+    """Seconds it takes to refill one token."""
 
-    @property
-    def interval(self) -> float:
-        """Seconds it takes to refill one token."""
-        return self.period / self.amount
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interval", self.period / self.amount)
 
     @property
     def window(self) -> int:

@@ -76,7 +76,7 @@ def connect(url: str, *, timeout: float, max_connections: int) -> Any:
         db = int(path[1]) if len(path) > 1 else 0
         return sentinel.master_for(path[0], password=password, db=db, max_connections=max_connections)
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **common)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisBackend:
@@ -191,6 +191,17 @@ class RedisBackend:
         """Load the script into Redis (every primary of a Cluster)."""
         await self.client.script_load(SCRIPT)
 
+    async def warm_up(self, timeout: float = 2.0) -> bool:
+        """Connect (discover a Cluster's slots) and load the script, allowing more than the per-decision
+        timeout: a cold start must not be cut short request after request. True when it worked."""
+        try:
+            if isinstance(self.client, RedisCluster):
+                await asyncio.wait_for(self.client.initialize(), timeout)
+            await asyncio.wait_for(self.load_script(), timeout)
+        except Exception:
+            return False
+        return True
+
     async def ping(self) -> bool:
         """True when Redis answers within the timeout (the readiness check)."""
         try:
@@ -203,3 +214,7 @@ class RedisBackend:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            # A client handed a pool (Sentinel's) does not close it itself.
+            await pool.disconnect()
