@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -54,12 +55,12 @@ def prefix() -> str:
 
 
 def redis_limiter(
-    url: str, prefix: str, metrics: RateLimitMetrics, *, timeout: float = 0.5, batch: bool = True, **options: object
+    url: str, prefix: str, metrics: RateLimitMetrics, *, timeout: float = 0.5, batch: bool = True, **options: Any
 ) -> RateLimiter:
     """A limiter on a Redis backend (create it inside the event loop that uses it)."""
     backend = RedisBackend(connect(url, timeout=timeout, max_connections=8), timeout=timeout, batch=batch)
     options.setdefault("breaker", CircuitBreaker(3, 0.5))
-    return RateLimiter(backend, prefix=prefix, metrics=metrics, **options)  # type: ignore[arg-type]
+    return RateLimiter(backend, prefix=prefix, metrics=metrics, **options)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -78,7 +79,7 @@ def make_limiter(
     elif backend_kind == "cluster":
         url = request.getfixturevalue("cluster").url
 
-    def make(**options: object) -> RateLimiter:
+    def make(**options: Any) -> RateLimiter:
         if not url:
             return RateLimiter(MemoryBackend(), prefix=prefix, metrics=metrics)
         return redis_limiter(url, prefix, metrics, **options)

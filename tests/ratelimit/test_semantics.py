@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from opskit.ratelimit import Decision, MemoryBackend, Policy, RateLimiter, parse_rates
 from opskit.ratelimit.responses import retry_after
 from tests.ratelimit.conftest import LimiterFactory
 
+T = TypeVar("T")
 
-def run(make: LimiterFactory, scenario: Callable[[RateLimiter], Awaitable[object]]) -> object:
+
+def run(make: LimiterFactory, scenario: Callable[[RateLimiter], Awaitable[T]]) -> T:
     """Run ``scenario`` with a fresh limiter inside one event loop, then close the limiter."""
 
-    async def main() -> object:
+    async def main() -> T:
         limiter = make()
         await limiter.warm_up()
         try:
@@ -24,8 +27,7 @@ def run(make: LimiterFactory, scenario: Callable[[RateLimiter], Awaitable[object
     return asyncio.run(main())
 
 
-def outcomes(decisions: object) -> list[str]:
-    assert isinstance(decisions, list)
+def outcomes(decisions: list[Decision]) -> list[str]:
     return [d.outcome for d in decisions]
 
 
@@ -40,7 +42,7 @@ class TestTokenBucket:
             later = [await limiter.hit(policy, "alice") for _ in range(5)]
             return first, later
 
-        first, later = run(make_limiter, scenario)  # type: ignore[misc]
+        first, later = run(make_limiter, scenario)
         assert outcomes(first) == ["allowed"] * 10 + ["limited"]
         assert [d.remaining for d in first[:10]] == list(range(9, -1, -1))
         assert retry_after(first[10]) == 1
@@ -77,7 +79,6 @@ class TestTokenBucket:
             return [await limiter.hit(policy, "alice") for _ in range(4)]
 
         result = run(make_limiter, scenario)
-        assert isinstance(result, list)
         assert outcomes(result) == ["allowed"] * 3 + ["limited"]
         assert result[3].rate.period == 60
         assert retry_after(result[3]) == 20
