@@ -57,8 +57,10 @@ def connect(url: str, *, timeout: float, max_connections: int) -> Any:
     ``redis+sentinel://[:password@]host:port[,host:port...]/master[/db]`` asks the Sentinels for the
     master ``master``; ``redis+cluster://`` (or ``rediss+cluster://``) speaks the Cluster protocol.
     """
-    no_retry = Retry(NoBackoff(), 0)
-    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": no_retry}
+    # One immediate retry on a broken connection (a pooled socket from before a restart or failover);
+    # none on timeouts: the decision's time budget is spent by then.
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, max_connections=max_connections, **common)
