@@ -12,6 +12,7 @@ __all__ = ["Rate", "parse_rates"]
 
 _BURST = re.compile(r"(?:^|\s)burst\s*=\s*(\d+)\s*$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[,;|]")
+_UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,9 @@ class Rate:
         return max(1, math.ceil(self.burst * self.interval))
 
     def __str__(self) -> str:
-        text = f"{self.amount} per {self.period:g} second{'s' if self.period != 1 else ''}"
+        unit, seconds = next((u, n) for u, n in _UNITS if self.period % n == 0)
+        count = self.period / seconds
+        text = f"{self.amount} per {count:g} {unit}{'' if count == 1 else 's'}"
         return text if self.burst == self.amount else f"{text} (burst {self.burst})"
 
 

@@ -122,6 +122,8 @@ class TestCluster:
             await limiter.close()
 
         asyncio.run(scenario())
-        per_node = [len([k for k in node.cli("--scan", "--pattern", "spread:*").splitlines() if k]) for node in cluster.nodes]
+        per_node = [
+            len([k for k in node.cli("--scan", "--pattern", "spread:*").splitlines() if k]) for node in cluster.nodes
+        ]
         assert sum(per_node) == 60
         assert all(count > 0 for count in per_node)
