@@ -114,25 +114,33 @@ class RedisBackend:
 
     async def decide(self, key: str, rates: Sequence[Rate], cost: int = 1) -> Decision:
         """Take ``cost`` tokens from the bucket ``key``; raises :class:`BackendError` on failure or timeout."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Decision] = loop.create_future()
-        args = [cost, *self._rate_args(rates)]
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        item = (key, [cost, *self._rate_args(rates)], rates, future)
         if not self.batch:
-            self._start([(key, args, rates, future)])
-        else:
-            self._pending.append((key, args, rates, future))
-            if len(self._pending) == 1:
-                loop.call_soon(self._flush)
-        return await future
+            await self._send([item])
+            return future.result()
+        pending = self._pending
+        pending.append(item)
+        if len(pending) > 1:
+            return await future  # a leader sends it with its own
+        # The first decision of this tick leads: it yields once so that the decisions of requests
+        # running in the same tick join it, then sends them all in one pipeline.
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            if self._pending is pending:
+                asyncio.get_running_loop().call_soon(self._flush)  # the others still need a sender
+            raise
+        self._pending = []
+        await self._send(pending)
+        return future.result()
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        self._start(batch)
-
-    def _start(self, batch: list[_Pending]) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

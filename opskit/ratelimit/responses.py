@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -19,8 +20,14 @@ ASGIApp = Callable[
 ]
 
 
+@functools.lru_cache(maxsize=1024)
 def _quote(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@functools.lru_cache(maxsize=1024)
+def _policy_field(name: str, burst: int, window: int) -> bytes:
+    return f"{_quote(name)};q={burst};w={window}".encode()
 
 
 def rate_limit_headers(policy: str, decision: Decision, *, legacy: bool = False) -> Headers:
@@ -34,7 +41,7 @@ def rate_limit_headers(policy: str, decision: Decision, *, legacy: bool = False)
     name = _quote(policy)
     reset = math.ceil(decision.reset)
     headers = [
-        (b"ratelimit-policy", f"{name};q={rate.burst};w={rate.window}".encode()),
+        (b"ratelimit-policy", _policy_field(policy, rate.burst, rate.window)),
         (b"ratelimit", f"{name};r={decision.remaining};t={reset}".encode()),
     ]
     if legacy:
