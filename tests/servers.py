@@ -285,3 +285,58 @@ def redis_cluster(masters: int = 3) -> Iterator[RedisClusterServers]:
         yield cluster
     finally:
         cluster.close()
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run([which("openssl"), *args], check=True, capture_output=True, timeout=30)
+
+
+class TlsRedisServer(RedisServer):
+    """A redis-server speaking only TLS, with a throw-away CA; connect with :attr:`url`."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="opskit-redis-tls-")
+        d = Path(self.dir)
+        self.ca = str(d / "ca.crt")
+        cert, key, csr, ext = (str(d / name) for name in ("server.crt", "server.key", "server.csr", "san.ext"))
+        rsa = ("-newkey", "rsa:2048", "-nodes")
+        _openssl("req", "-x509", *rsa, "-days", "1", "-subj", "/CN=opskit-test-ca", "-keyout", str(d / "ca.key"),
+                 "-out", self.ca)  # fmt: skip
+        _openssl("req", *rsa, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr)
+        Path(ext).write_text("subjectAltName=IP:127.0.0.1\n")
+        _openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", str(d / "ca.key"), "-CAcreateserial",
+                 "-days", "1", "-extfile", ext, "-out", cert)  # fmt: skip
+        tls = ("--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key)
+        self.extra = ("--port", "0", *tls, "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "no")
+        self.process = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca}"
+
+
+class RedisSentinelServer:
+    """A redis-server in Sentinel mode watching ``master`` under the name ``mymaster``."""
+
+    def __init__(self, master: RedisServer, name: str = "mymaster") -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="opskit-sentinel-")
+        self.name = name
+        conf = os.path.join(self.dir, "sentinel.conf")
+        Path(conf).write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+            f"sentinel down-after-milliseconds {name} 2000\n"
+        )
+        self.process = Background([which("redis-server"), conf, "--sentinel"])
+        wait_for_port(self.port)
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.name}/0"
+
+    def close(self) -> None:
+        self.process.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -226,5 +226,7 @@ class RedisBackend:
         await self.client.aclose()
         pool = getattr(self.client, "connection_pool", None)
         if pool is not None:
-            # A client handed a pool (Sentinel's) does not close it itself.
+            # A client handed a pool (Sentinel's) does not close it, nor the Sentinel connections.
             await pool.disconnect()
+            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", ()):
+                await sentinel.aclose()

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from opskit.ratelimit import Decision, Policy
 from opskit.ratelimit.metrics import RateLimitMetrics
 from tests.ratelimit.conftest import redis_limiter, sample
-from tests.servers import RedisClusterServers, RedisServer
+from tests.servers import RedisClusterServers, RedisSentinelServer, RedisServer, TlsRedisServer
 
 
 def keys(server: RedisServer, prefix: str) -> list[str]:
@@ -108,6 +108,23 @@ class TestBatching:
         assert trips(batch=True) == 1
         assert trips(batch=False) == 50
 
+    def test_cancelled_leader_does_not_strand_the_batch(self, redis: RedisServer) -> None:
+        """If the request that would send a tick's batch is cancelled, the others are still decided."""
+        policy = Policy.build("leader", "1000/second")
+
+        async def scenario() -> list[Decision]:
+            limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(CollectorRegistry()))
+            await limiter.warm_up()
+            leader = asyncio.create_task(limiter.hit(policy, "leader"))
+            others = [asyncio.create_task(limiter.hit(policy, f"c{i}")) for i in range(5)]
+            await asyncio.sleep(0)  # every task has queued its decision; the leader waits for its turn
+            leader.cancel()
+            decisions = await asyncio.gather(*others)
+            await limiter.close()
+            return decisions
+
+        assert [d.outcome for d in asyncio.run(scenario())] == ["allowed"] * 5
+
 
 class TestCluster:
     def test_clients_spread_over_masters_one_slot_each(self, cluster: RedisClusterServers) -> None:
@@ -127,3 +144,34 @@ class TestCluster:
         ]
         assert sum(per_node) == 60
         assert all(count > 0 for count in per_node)
+
+
+class TestDeployments:
+    def test_tls(self) -> None:
+        """rediss:// with the server's CA: decisions work over TLS."""
+        server = TlsRedisServer()
+        try:
+            assert limited_after_burst(server.url) == ["allowed", "allowed", "limited"]
+        finally:
+            server.close()
+
+    def test_sentinel(self, redis: RedisServer) -> None:
+        """redis+sentinel://host:port/mymaster asks the Sentinel for the master and decides there."""
+        sentinel = RedisSentinelServer(redis)
+        try:
+            assert limited_after_burst(sentinel.url) == ["allowed", "allowed", "limited"]
+            assert len(keys(redis, "deploy:")) == 1
+        finally:
+            sentinel.close()
+
+
+def limited_after_burst(url: str) -> list[str]:
+    policy = Policy.build("deploy", "1/minute burst=2")
+
+    async def scenario() -> list[str]:
+        limiter = redis_limiter(url, "deploy:", RateLimitMetrics(CollectorRegistry()), timeout=1.0)
+        decisions = [await limiter.hit(policy, "alice") for _ in range(3)]
+        await limiter.close()
+        return [d.outcome for d in decisions]
+
+    return asyncio.run(scenario())
