@@ -8,19 +8,20 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp
 
+from opskit.client_ip import ProxyResolver
 from opskit.component import Component
 from opskit.exchange import Exchange
 
 from .dependency import LIMITER_SCOPE_KEY, POLICY_SCOPE_KEY
 from .limiter import RateLimiter
 from .metrics import RateLimitMetrics
-from .policy import CLIENT_SCOPE_KEY, Policy
+from .policy import PROXIES_SCOPE_KEY, Policy, client_ip
 from .responses import rate_limit_headers, rejection_app
 
 if TYPE_CHECKING:
     from opskit.settings import Settings
 
-__all__ = ["EXTERNAL_POLICY", "RateLimitComponent", "create_component"]
+__all__ = ["EXTERNAL_POLICY", "GlobalRateLimitComponent", "RateLimitComponent", "create_component"]
 
 logger = logging.getLogger("opskit.ratelimit")
 
@@ -30,8 +31,8 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RateLimitComponent(Component):
-    """Applies ``OPSKIT_RATE_LIMIT`` before the app, serves route limits their limiter, and
-    attributes every 429 (its own or the app's) to a policy in the access log and metrics."""
+    """Serves route limits their limiter and the proxy-aware client, and attributes every 429 (its
+    own or the app's) to a policy in the access log and metrics."""
 
     def __init__(self, settings: Settings, metrics: RateLimitMetrics | None = None) -> None:
         self.limiter = RateLimiter.from_settings(settings, metrics)
@@ -46,6 +47,7 @@ class RateLimitComponent(Component):
         self._networks: tuple[_Network, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in settings.rate_limit_exempt_networks
         )
+        self.proxies = ProxyResolver(settings.trusted_proxies)
         self._readiness = settings.rate_limit_readiness_check
         self._redis_url_set = bool(settings.redis_url)
 
@@ -61,26 +63,14 @@ class RateLimitComponent(Component):
             return any(address in network for network in self._networks)
         return False
 
-    async def admit(self, ex: Exchange) -> ASGIApp | None:
+    def request_started(self, ex: Exchange) -> None:
+        # Route limits (dependency, slowapi-style decorator) find the limiter and the client here.
         scope = ex.scope
         scope[LIMITER_SCOPE_KEY] = self.limiter
-        scope[CLIENT_SCOPE_KEY] = ex.client
-        policy = self.policy
-        if policy is None or self._exempt(ex):
-            return None
-        client_key = policy.key(scope)
-        if client_key is None:
-            return None
-        limiter = self.limiter
-        decision = await limiter.hit(policy, client_key)
-        if decision.allowed:
-            if limiter.headers:
-                ex.response_headers += rate_limit_headers(policy.name, decision, legacy=limiter.legacy_headers)
-            return None
-        ex.rate_limit_policy = policy.name
-        return rejection_app(policy.name, decision, legacy=limiter.legacy_headers)
+        scope[PROXIES_SCOPE_KEY] = self.proxies
 
     def response_started(self, ex: Exchange) -> None:
+        """Name the policy behind a refusal, also when the app refused by itself (a foreign 429)."""
         if ex.rate_limit_policy is not None:
             return
         name = ex.scope.get(POLICY_SCOPE_KEY)
@@ -106,8 +96,37 @@ class RateLimitComponent(Component):
         await self.limiter.close()
 
 
+class GlobalRateLimitComponent(RateLimitComponent):
+    """:class:`RateLimitComponent` plus ``OPSKIT_RATE_LIMIT`` on every request, as the ``admit`` gate.
+
+    A separate class so that without a global limit the middleware has no gate to await at all.
+    """
+
+    async def admit(self, ex: Exchange) -> ASGIApp | None:
+        policy = self.policy
+        if policy is None or self._exempt(ex):
+            return None
+        if policy.key is client_ip:
+            client = ex.client  # resolved once per request, shared with the access log
+            client_key = None if client is None else "ip:" + client
+        else:
+            client_key = policy.key(ex.scope)
+        if client_key is None:
+            return None
+        limiter = self.limiter
+        decision = await limiter.hit(policy, client_key)
+        if decision.allowed:
+            if limiter.headers:
+                ex.response_headers += rate_limit_headers(policy.name, decision, legacy=limiter.legacy_headers)
+            return None
+        ex.rate_limit_policy = policy.name
+        return rejection_app(policy.name, decision, legacy=limiter.legacy_headers)
+
+
 def create_component(settings: Settings, app: object = None) -> RateLimitComponent | None:
     """The rate-limit component for ``settings`` (``None`` when ``OPSKIT_RATELIMIT_ENABLED=false``)."""
     if not settings.ratelimit_enabled:
         return None
+    if settings.rate_limit.strip():
+        return GlobalRateLimitComponent(settings)
     return RateLimitComponent(settings)

@@ -19,18 +19,25 @@ Scope = MutableMapping[str, Any]
 KeyFunc = Callable[[Request], str | None]
 ScopeKeyFunc = Callable[[Scope], str | None]
 
-CLIENT_SCOPE_KEY = "opskit.client"
+# Set by the rate-limit component: the middleware's ProxyResolver (not the Exchange: no cycle).
+PROXIES_SCOPE_KEY = "opskit.proxies"
 _KEY_UNSAFE = str.maketrans({"{": "(", "}": ")", " ": "_"})
 _POLICY_NAME = re.compile(r"^[\x20-\x7e]{1,200}$")
 
 
+def client_address(scope: Scope) -> str | None:
+    """The client address: proxy-aware under opskit's middleware (trusted proxies only), else the peer."""
+    proxies = scope.get(PROXIES_SCOPE_KEY)
+    if proxies is not None:
+        return proxies.client(scope)  # type: ignore[no-any-return]
+    peer = scope.get("client")
+    return str(peer[0]) if peer else None
+
+
 def client_ip(scope: Scope) -> str | None:
-    """The proxy-aware client address the middleware resolved, else the direct peer."""
-    client = scope.get(CLIENT_SCOPE_KEY)
-    if client is None:
-        peer = scope.get("client")
-        client = peer[0] if peer else None
-    return None if client is None else "ip:" + str(client)
+    """Count by client address (proxy-aware); ``None`` (not limited) when the address is unknown."""
+    client = client_address(scope)
+    return None if client is None else "ip:" + client
 
 
 def header_key(name: str) -> ScopeKeyFunc:

@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 
 from .dependency import check
 from .limiter import RateLimiter
-from .policy import CLIENT_SCOPE_KEY, Policy, client_ip
+from .policy import Policy, client_address, client_ip
 
 __all__ = ["Limiter", "RateLimitExceeded", "_rate_limit_exceeded_handler", "get_remote_address"]
 
@@ -46,10 +46,7 @@ class RateLimitExceeded(HTTPException):
 
 def get_remote_address(request: Request) -> str:
     """The client address: proxy-aware under opskit's middleware (trusted proxies only), else the peer."""
-    client = request.scope.get(CLIENT_SCOPE_KEY)
-    if client:
-        return str(client)
-    return request.client.host if request.client and request.client.host else "127.0.0.1"
+    return client_address(request.scope) or "127.0.0.1"
 
 
 def _rate_limit_exceeded_handler(request: Request, exc: Exception) -> Response:

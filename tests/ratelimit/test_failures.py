@@ -99,22 +99,30 @@ class TestRedisKilled:
 
 class TestRedisFrozen:
     def test_timeout_holds(self, redis: RedisServer) -> None:
-        """SIGSTOP: the port accepts but nothing answers; decisions still return within the timeout."""
+        """SIGSTOP: the port accepts but nothing answers; decisions still return within the timeout, and
+        after SIGCONT decisions are right again."""
         policy = Policy.build("frozen", "1000/second")
 
-        async def scenario() -> list[tuple[Decision, float]]:
+        after = Policy.build("after-thaw", "1/minute burst=2")
+
+        async def scenario() -> tuple[list[tuple[Decision, float]], list[Decision]]:
             limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(CollectorRegistry()), timeout=TIMEOUT)
             await limiter.warm_up()
             redis.freeze()
             try:
-                return await load(limiter, policy, 0.5)
+                frozen = await load(limiter, policy, 0.5)
             finally:
                 redis.thaw()
-                await limiter.close()
+            await until_shared_again(limiter, policy)
+            # Replies cut off by the timeout must not be read as answers to later decisions.
+            thawed = [await limiter.hit(after, "alice") for _ in range(3)]
+            await limiter.close()
+            return frozen, thawed
 
-        results = asyncio.run(scenario())
-        assert {d.outcome for d, _ in results} == {"error_allowed"}
-        assert max(elapsed for _, elapsed in results) < TIMEOUT + MARGIN
+        frozen, thawed = asyncio.run(scenario())
+        assert {d.outcome for d, _ in frozen} == {"error_allowed"}
+        assert max(elapsed for _, elapsed in frozen) < TIMEOUT + MARGIN
+        assert [d.outcome for d in thawed] == ["allowed", "allowed", "limited"]
 
 
 def app_with_limit(redis: RedisServer, **settings: Any) -> FastAPI:
