@@ -40,7 +40,7 @@ def limiter_for(scope: MutableMapping[str, Any], explicit: RateLimiter | None = 
     return found if isinstance(found, RateLimiter) else default_limiter()
 
 
-def rejection(policy: Policy, decision: Decision, limiter: RateLimiter) -> HTTPException:
+def rejection(policy: Policy, decision: Decision) -> HTTPException:
     """The HTTPException a rejected route answers with (429, or 503 when the backend failed closed)."""
     headers = {"Retry-After": str(retry_after(decision))}
     if not decision.unavailable:
@@ -64,7 +64,7 @@ async def check(
     decision = await active.hit(policy, client_key, cost)
     if not decision.allowed:
         request.scope[POLICY_SCOPE_KEY] = policy.name
-        exc = rejection(policy, decision, active)
+        exc = rejection(policy, decision)
         if error is not None and not decision.unavailable:
             raise error(exc.status_code, exc.detail, headers=exc.headers)
         raise exc
@@ -102,13 +102,11 @@ class RateLimit:
         """This dependency's policy for the route being served (named after its template)."""
         if self.name is not None:
             return self.template
-        route = request.scope.get("route")
-        name = str(getattr(route, "path", None) or request.scope.get("path", "route"))
+        # The route template, never the raw path: policy names are metric labels.
+        name = str(getattr(request.scope.get("route"), "path", None) or "route")
         policy = self._policies.get(name)
         if policy is None:
-            t = self.template
-            policy = Policy.build(name, t.rates, "ip", t.cost)
-            policy = Policy(name, t.rates, t.key, t.cost, policy._slot_prefix)
+            policy = self.template.renamed(name)
             if len(self._policies) < 1000:
                 self._policies[name] = policy
         return policy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.requests import Request
@@ -73,6 +73,11 @@ def key_from_spec(spec: str | KeyFunc) -> ScopeKeyFunc:
     raise ValueError(f"unknown key {spec!r}: expected 'ip', 'header:<Name>' or a callable")
 
 
+def _key_safe(name: str) -> str:
+    # Braces in a route template would end the Cluster hash tag early: keep them out of keys.
+    return name.translate(_KEY_UNSAFE)
+
+
 @dataclass(frozen=True)
 class Policy:
     """Rates applied together (a request passes only if every one has tokens), per key."""
@@ -91,9 +96,13 @@ class Policy:
         if cost < 1:
             raise ValueError("cost must be at least 1")
         parsed = parse_rates(rates) if isinstance(rates, str) else rates
-        # Braces in a route template would end the Cluster hash tag early: keep them out of keys.
-        safe = name.translate(_KEY_UNSAFE)
-        return cls(name=name, rates=parsed, key=key_from_spec(key), cost=cost, _slot_prefix=safe)
+        return cls(name=name, rates=parsed, key=key_from_spec(key), cost=cost, _slot_prefix=_key_safe(name))
+
+    def renamed(self, name: str) -> Policy:
+        """The same rates, key and cost under another name (hence other buckets)."""
+        if not _POLICY_NAME.match(name):
+            raise ValueError(f"policy name {name!r}: expected 1-200 printable ASCII characters")
+        return replace(self, name=name, _slot_prefix=_key_safe(name))
 
     def storage_key(self, prefix: str, client_key: str) -> str:
         """``prefix + policy + {hash}``: the client key is hashed (never stored raw), the hash is the

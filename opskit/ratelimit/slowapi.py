@@ -33,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 
 from .dependency import check
 from .limiter import RateLimiter
-from .policy import Policy, client_address, client_ip
+from .policy import Policy, client_address
 
 __all__ = ["Limiter", "RateLimitExceeded", "_rate_limit_exceeded_handler", "get_remote_address"]
 
@@ -132,8 +132,6 @@ class Limiter:
         def decorate(func: F) -> F:
             name = shared_scope or f"{func.__module__}.{func.__name__}"
             policy = Policy.build(name, limit_value, key, cost)
-            if chosen is get_remote_address:
-                policy = Policy(policy.name, policy.rates, client_ip, policy.cost, policy._slot_prefix)
             is_async = inspect.iscoroutinefunction(func)
 
             @functools.wraps(func)
