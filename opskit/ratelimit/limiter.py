@@ -95,14 +95,14 @@ class RateLimiter:
             try:
                 decision = await backend.decide(key, policy.rates, spend)
                 self.breaker.success()
-            except BackendError as exc:
+            except Exception as exc:  # whatever went wrong, the request gets the failure policy, not a 500
                 if self.breaker.failure():
                     self.log.warning(
                         "circuit_open",
                         f"rate-limit backend failing; pausing it for "
                         f"{self.breaker.open_seconds:g}s (on_error={self.on_error})",
                     )
-                decision = self._failed(policy, key, spend, exc.reason)
+                decision = self._failed(policy, key, spend, exc.reason if isinstance(exc, BackendError) else "other")
         else:
             decision = self._failed(policy, key, spend, "circuit_open")
         self.metrics.decision(policy.name, decision.outcome)
