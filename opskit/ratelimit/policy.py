@@ -22,6 +22,7 @@ ScopeKeyFunc = Callable[[Scope], str | None]
 # Set by the rate-limit component: the middleware's ProxyResolver (not the Exchange: no cycle).
 PROXIES_SCOPE_KEY = "opskit.proxies"
 _KEY_UNSAFE = str.maketrans({"{": "(", "}": ")", " ": "_"})
+_KEY_CACHE_SIZE = 4096
 _POLICY_NAME = re.compile(r"^[\x20-\x7e]{1,200}$")
 
 
@@ -87,6 +88,7 @@ class Policy:
     key: ScopeKeyFunc = client_ip
     cost: int = 1
     _slot_prefix: str = field(default="", repr=False)
+    _keys: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, name: str, rates: str | tuple[Rate, ...], key: str | KeyFunc = "ip", cost: int = 1) -> Policy:
@@ -102,10 +104,17 @@ class Policy:
         """The same rates, key and cost under another name (hence other buckets)."""
         if not _POLICY_NAME.match(name):
             raise ValueError(f"policy name {name!r}: expected 1-200 printable ASCII characters")
-        return replace(self, name=name, _slot_prefix=_key_safe(name))
+        return replace(self, name=name, _slot_prefix=_key_safe(name), _keys={})
 
     def storage_key(self, prefix: str, client_key: str) -> str:
         """``prefix + policy + {hash}``: the client key is hashed (never stored raw), the hash is the
         Cluster hash tag, so a decision touches one slot and clients spread over the cluster."""
-        digest = hashlib.blake2b(client_key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
-        return f"{prefix}{self._slot_prefix}:{{{digest}}}"
+        cache = self._keys
+        key = cache.get((prefix, client_key))
+        if key is None:
+            digest = hashlib.blake2b(client_key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
+            key = f"{prefix}{self._slot_prefix}:{{{digest}}}"
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()  # busy clients come back within microseconds; the rest may go
+            cache[(prefix, client_key)] = key
+        return key
