@@ -40,3 +40,8 @@ def create(**settings: Any) -> FastAPI:
 
     opskit.instrument(app, **settings)
     return app
+
+
+def served() -> FastAPI:
+    """The app a real server runs (``uvicorn --factory``), configured from the environment."""
+    return create()
