@@ -7,6 +7,7 @@ Configure the global limit with ``OPSKIT_RATE_LIMIT``; limit single routes with 
 from __future__ import annotations
 
 from .decision import BackendError, Decision
+from .dependency import RateLimit
 from .limiter import RateLimiter
 from .memory import MemoryBackend
 from .policy import Policy
@@ -19,6 +20,7 @@ __all__ = [
     "MemoryBackend",
     "Policy",
     "Rate",
+    "RateLimit",
     "RateLimiter",
     "RedisBackend",
     "parse_rates",

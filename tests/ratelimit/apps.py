@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 
 import opskit
-from opskit.ratelimit.dependency import RateLimit
+from opskit.ratelimit import RateLimit
 
 
 def api_key(request: Request) -> str | None:
