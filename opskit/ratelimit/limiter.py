@@ -96,13 +96,14 @@ class RateLimiter:
                 decision = await backend.decide(key, policy.rates, spend)
                 self.breaker.success()
             except Exception as exc:  # whatever went wrong, the request gets the failure policy, not a 500
-                if self.breaker.failure():
+                reason = exc.reason if isinstance(exc, BackendError) else "other"
+                if reason != "cancelled" and self.breaker.failure():
                     self.log.warning(
                         "circuit_open",
                         f"rate-limit backend failing; pausing it for "
                         f"{self.breaker.open_seconds:g}s (on_error={self.on_error})",
                     )
-                decision = self._failed(policy, key, spend, exc.reason if isinstance(exc, BackendError) else "other")
+                decision = self._failed(policy, key, spend, reason)
         else:
             decision = self._failed(policy, key, spend, "circuit_open")
         self.metrics.decision(policy.name, decision.outcome)

@@ -40,6 +40,8 @@ def error_reason(exc: BaseException) -> str:
     """A bounded label for a Redis failure (a metric label, never the message)."""
     if isinstance(exc, BackendError):
         return exc.reason
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"  # the request that carried the batch went away; Redis may be fine
     if isinstance(exc, (asyncio.TimeoutError, RedisTimeoutError)):
         return "timeout"
     if isinstance(exc, (RedisConnectionError, OSError)):

@@ -125,6 +125,33 @@ class TestBatching:
 
         assert [d.outcome for d in asyncio.run(scenario())] == ["allowed"] * 5
 
+    def test_leader_cancelled_mid_flight_does_not_trip_the_breaker(self, redis: RedisServer) -> None:
+        """A batch cut short because its carrier was cancelled fails open for the others, but is no Redis
+        failure: the circuit breaker stays closed."""
+        policy = Policy.build("mid-flight", "1000/second")
+        registry = CollectorRegistry()
+
+        async def scenario() -> tuple[list[Decision], bool]:
+            limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(registry), timeout=2.0)
+            await limiter.warm_up()
+            redis.freeze()  # the batch stays in flight
+            try:
+                leader = asyncio.create_task(limiter.hit(policy, "leader"))
+                others = [asyncio.create_task(limiter.hit(policy, f"c{i}")) for i in range(3)]
+                await asyncio.sleep(0.1)
+                leader.cancel()
+                decisions = await asyncio.gather(*others)
+            finally:
+                redis.thaw()
+            closed = limiter.breaker.closed and limiter.breaker._failures == 0
+            await limiter.close()
+            return decisions, closed
+
+        decisions, closed = asyncio.run(scenario())
+        assert [d.outcome for d in decisions] == ["error_allowed"] * 3
+        assert closed
+        assert sample(registry, "opskit_ratelimit_backend_errors_total", reason="cancelled") == 3
+
 
 class TestCluster:
     def test_clients_spread_over_masters_one_slot_each(self, cluster: RedisClusterServers) -> None:
