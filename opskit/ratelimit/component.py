@@ -49,7 +49,6 @@ class RateLimitComponent(Component):
         )
         self.proxies = ProxyResolver(settings.trusted_proxies)
         self._readiness = settings.rate_limit_readiness_check
-        self._redis_url_set = bool(settings.redis_url)
 
     def _exempt(self, ex: Exchange) -> bool:
         path = ex.path

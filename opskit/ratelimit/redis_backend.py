@@ -119,7 +119,7 @@ class RedisBackend:
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         item = (key, [cost, *self._rate_args(rates)], rates, future)
         if not self.batch:
-            await self._send([item])
+            await self._carry([item], future)
             return future.result()
         pending = self._pending
         pending.append(item)
@@ -130,12 +130,21 @@ class RedisBackend:
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
-            if self._pending is pending:
+            pending.remove(item)
+            if pending and self._pending is pending:
                 asyncio.get_running_loop().call_soon(self._flush)  # the others still need a sender
             raise
         self._pending = []
-        await self._send(pending)
+        await self._carry(pending, future)
         return future.result()
+
+    async def _carry(self, batch: list[_Pending], own: asyncio.Future[Decision]) -> None:
+        try:
+            await self._send(batch)
+        except asyncio.CancelledError:
+            if own.done() and not own.cancelled():
+                own.exception()  # nobody will read it: mark it read, no "never retrieved" noise
+            raise
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
