@@ -114,7 +114,8 @@ class Policy:
         if key is None:
             digest = hashlib.blake2b(client_key.encode("utf-8", "surrogateescape"), digest_size=12).hexdigest()
             key = f"{prefix}{self._slot_prefix}:{{{digest}}}"
-            if len(cache) >= _KEY_CACHE_SIZE:
-                cache.clear()  # busy clients come back within microseconds; the rest may go
-            cache[(prefix, client_key)] = key
+            if len(client_key) <= 256:  # a hostile 8 KB header must not pin megabytes
+                if len(cache) >= _KEY_CACHE_SIZE:
+                    cache.clear()  # busy clients come back within microseconds; the rest may go
+                cache[(prefix, client_key)] = key
         return key
