@@ -38,6 +38,8 @@ from .policy import Policy, client_address
 __all__ = ["Limiter", "RateLimitExceeded", "_rate_limit_exceeded_handler", "get_remote_address"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+LimitValue = str | Callable[[], str]
+Cost = int | Callable[[Request], int]
 
 
 class RateLimitExceeded(HTTPException):
@@ -70,6 +72,7 @@ class Limiter:
     ``key_func``, ``headers_enabled``, ``enabled`` and ``limiter`` (an explicit
     :class:`~opskit.ratelimit.RateLimiter`) are honoured; slowapi's storage options are accepted and
     ignored (storage is opskit's: ``OPSKIT_REDIS_URL``). Use ``OPSKIT_RATE_LIMIT`` for ``default_limits``.
+    ``headers_enabled`` adds the RateLimit fields to endpoints taking ``response: Response``.
     """
 
     def __init__(
@@ -88,30 +91,35 @@ class Limiter:
 
     def limit(
         self,
-        limit_value: str,
+        limit_value: LimitValue,
         key_func: Callable[[Request], str] | None = None,
-        *,
+        per_method: bool = False,
+        methods: list[str] | None = None,
         error_message: str | None = None,
         exempt_when: Callable[[], bool] | None = None,
-        cost: int = 1,
+        cost: Cost = 1,
         **ignored: Any,
     ) -> Callable[[F], F]:
-        """Limit the decorated endpoint; it must take ``request: Request`` (as with slowapi)."""
-        return self._decorator(limit_value, None, key_func, error_message, exempt_when, cost)
+        """Limit the decorated endpoint; it must take ``request: Request`` (as with slowapi).
+
+        ``limit_value`` may be a callable returning the rate text (read on every request);
+        ``cost`` a callable taking the request; ``methods`` limits only those HTTP methods;
+        ``per_method`` gives each method its own buckets.
+        """
+        return self._decorator(limit_value, None, key_func, per_method, methods, error_message, exempt_when, cost)
 
     def shared_limit(
         self,
-        limit_value: str,
+        limit_value: LimitValue,
         scope: str,
         key_func: Callable[[Request], str] | None = None,
-        *,
         error_message: str | None = None,
         exempt_when: Callable[[], bool] | None = None,
-        cost: int = 1,
+        cost: Cost = 1,
         **ignored: Any,
     ) -> Callable[[F], F]:
         """One bucket shared by every endpoint decorated with the same ``scope``."""
-        return self._decorator(limit_value, scope, key_func, error_message, exempt_when, cost)
+        return self._decorator(limit_value, scope, key_func, False, None, error_message, exempt_when, cost)
 
     def exempt(self, func: F) -> F:
         """Mark an endpoint as exempt (a no-op: only decorated endpoints are limited)."""
@@ -119,38 +127,55 @@ class Limiter:
 
     def _decorator(
         self,
-        limit_value: str,
+        limit_value: LimitValue,
         shared_scope: str | None,
         key_func: Callable[[Request], str] | None,
+        per_method: bool,
+        methods: list[str] | None,
         error_message: str | None,
         exempt_when: Callable[[], bool] | None,
-        cost: int,
+        cost: Cost,
     ) -> Callable[[F], F]:
         chosen = key_func or self.key_func
         key: Any = "ip" if chosen is get_remote_address else chosen
+        only = frozenset(m.upper() for m in methods) if methods else None
 
         def decorate(func: F) -> F:
             name = shared_scope or f"{func.__module__}.{func.__name__}"
-            policy = Policy.build(name, limit_value, key, cost)
+            policies: dict[tuple[str, str], Policy] = {}
+
+            def policy_for(request: Request) -> Policy:
+                text = limit_value() if callable(limit_value) else limit_value
+                full_name = f"{name}:{request.method}" if per_method else name
+                policy = policies.get((full_name, text))
+                if policy is None:
+                    policy = Policy.build(full_name, text, key)
+                    if len(policies) < 100:
+                        policies[(full_name, text)] = policy
+                return policy
+
+            policy_for_static = None if callable(limit_value) or per_method else Policy.build(name, limit_value, key)
             is_async = inspect.iscoroutinefunction(func)
 
             @functools.wraps(func)
             async def endpoint(*args: Any, **kwargs: Any) -> Any:
                 if self.enabled and not (exempt_when is not None and exempt_when()):
                     request = _find_request(args, kwargs)
-                    response = kwargs.get("response") if self.headers_enabled else None
-                    try:
-                        await check(
-                            request,
-                            policy,
-                            response if isinstance(response, Response) else None,
-                            self.limiter,
-                            error=RateLimitExceeded,
-                        )
-                    except RateLimitExceeded as exc:
-                        if error_message is not None:
-                            exc.detail = error_message
-                        raise
+                    if only is None or request.method in only:
+                        response = kwargs.get("response") if self.headers_enabled else None
+                        try:
+                            await check(
+                                request,
+                                policy_for_static or policy_for(request),
+                                response if isinstance(response, Response) else None,
+                                self.limiter,
+                                cost=cost(request) if callable(cost) else cost,
+                                error=RateLimitExceeded,
+                            )
+                        except RateLimitExceeded as exc:
+                            if error_message is not None:
+                                exc.detail = error_message
+                            raise
                 if is_async:
                     return await func(*args, **kwargs)
                 return await run_in_threadpool(func, *args, **kwargs)

@@ -39,6 +39,16 @@ def migrated_app() -> FastAPI:
     async def b(request: Request) -> dict[str, str]:
         return {}
 
+    @app.api_route("/write", methods=["GET", "POST"])
+    @limiter.limit(lambda: "1/minute", methods=["POST"], cost=lambda request: 1)
+    async def write(request: Request) -> dict[str, str]:
+        return {}
+
+    @app.api_route("/each", methods=["GET", "POST"])
+    @limiter.limit("1/minute", per_method=True)
+    async def each(request: Request) -> dict[str, str]:
+        return {}
+
     opskit.instrument(app)
     return app
 
@@ -79,6 +89,14 @@ class TestMigratedApp:
         with TestClient(migrated_app()) as c:
             assert [c.get("/sync").status_code for _ in range(2)] == [200, 429]
             assert [c.get(p).status_code for p in ("/a", "/b", "/a")] == [200, 200, 429]
+
+    def test_methods_per_method_and_callables(self) -> None:
+        """`methods` limits only those methods; `per_method` gives each its bucket; callables are read per request."""
+        with TestClient(migrated_app()) as c:
+            assert [c.get("/write").status_code for _ in range(3)] == [200] * 3
+            assert [c.post("/write").status_code for _ in range(2)] == [200, 429]
+            assert [c.get("/each").status_code for _ in range(2)] == [200, 429]
+            assert c.post("/each").status_code == 200
 
 
 class TestSlowapiAlongside:
