@@ -64,7 +64,7 @@ class TestRedisKilled:
             redis.kill()
             during = await load(limiter, policy, 1.0)
             redis.start()
-            resumed = await until_shared_again(limiter, policy)
+            resumed = await until_shared_again(limiter, Policy.build("probe", "1000/second"))
             await limiter.close()
             return before, during, resumed
 
