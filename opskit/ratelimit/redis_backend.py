@@ -62,7 +62,14 @@ def connect(url: str, *, timeout: float, max_connections: int) -> Any:
     # One immediate retry on a broken connection (a pooled socket from before a restart or failover);
     # none on timeouts: the decision's time budget is spent by then.
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": retry}
+    # Each decision is bounded by the backend's own timeout; the sockets' limits only catch what runs
+    # outside a decision (warm-up, readiness ping), which may take longer than one decision may.
+    socket_timeout = max(timeout, 1.0)
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_timeout,
+        "retry": retry,
+    }
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
         plain = url.replace("+cluster", "", 1)
         return RedisCluster.from_url(plain, max_connections=max_connections, **common)
@@ -101,8 +108,10 @@ class RedisBackend:
         self.batch = batch
         self._on_round_trip = on_round_trip
         self._pending: list[_Pending] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._args: dict[tuple[Rate, ...], list[Any]] = {}
+        self._warm = False
+        self._warm_retry_at = 0.0
 
     def _rate_args(self, rates: Sequence[Rate]) -> list[Any]:
         key = tuple(rates)
@@ -154,6 +163,8 @@ class RedisBackend:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Pending]) -> None:
+        if not self._warm and time.monotonic() >= self._warm_retry_at:
+            self._start_warm_up()
         started = time.perf_counter()
         try:
             replies = await asyncio.wait_for(self._execute(batch), self.timeout)
@@ -214,14 +225,25 @@ class RedisBackend:
 
     async def warm_up(self, timeout: float = 2.0) -> bool:
         """Connect (discover a Cluster's slots) and load the script, allowing more than the per-decision
-        timeout: a cold start must not be cut short request after request. True when it worked."""
+        timeout: a cold start must not be cut short request after request. True when it worked.
+
+        Runs at startup; without a lifespan, the first decision starts it in the background.
+        """
+        self._warm = True
         try:
             if isinstance(self.client, RedisCluster):
                 await asyncio.wait_for(self.client.initialize(), timeout)
             await asyncio.wait_for(self.load_script(), timeout)
         except Exception:
+            self._warm = False  # a batch a second from now tries again
+            self._warm_retry_at = time.monotonic() + 1.0
             return False
         return True
+
+    def _start_warm_up(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.warm_up())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def ping(self) -> bool:
         """True when Redis answers within the timeout (the readiness check)."""

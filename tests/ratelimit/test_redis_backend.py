@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from opskit.ratelimit import Decision, Policy
 from opskit.ratelimit.metrics import RateLimitMetrics
+from opskit.ratelimit.redis_backend import SCRIPT_SHA
 from tests.ratelimit.conftest import redis_limiter, sample
 from tests.servers import RedisClusterServers, RedisSentinelServer, RedisServer, TlsRedisServer
 
@@ -84,6 +85,23 @@ class TestScriptCache:
             return [first, *after]
 
         assert [d.outcome for d in asyncio.run(scenario())] == ["allowed"] * 4 + ["limited"]
+
+
+class TestColdStart:
+    def test_first_decision_warms_up_in_the_background(self, redis: RedisServer) -> None:
+        """Without a startup warm-up, a first decision cut short by the timeout still gets the connection
+        made and the script loaded, in the background, with a longer budget."""
+        policy = Policy.build("cold", "1000/second")
+
+        async def scenario() -> str:
+            limiter = redis_limiter(redis.url, "cold:", RateLimitMetrics(CollectorRegistry()), timeout=0.0001)
+            decision = await limiter.hit(policy, "alice")
+            await asyncio.sleep(0.5)
+            await limiter.close()
+            return decision.outcome
+
+        assert asyncio.run(scenario()) == "error_allowed"
+        assert redis.cli("script", "exists", SCRIPT_SHA).split() == ["1"]
 
 
 class TestBatching:
