@@ -54,7 +54,7 @@ def error_reason(exc: BaseException) -> str:
 
 
 def connect(url: str, *, timeout: float, max_connections: int) -> Any:
-    """An async Redis client for ``url``: plain, TLS, Sentinel or Cluster; short timeouts, no retries.
+    """An async Redis client for ``url``: plain, TLS, Sentinel or Cluster; a bounded pool, one retry.
 
     ``redis+sentinel://[:password@]host:port[,host:port...]/master[/db]`` asks the Sentinels for the
     master ``master``; ``redis+cluster://`` (or ``rediss+cluster://``) speaks the Cluster protocol.
@@ -82,7 +82,7 @@ def connect(url: str, *, timeout: float, max_connections: int) -> Any:
             raise ValueError("redis+sentinel:// URL needs the master name: redis+sentinel://host:26379/mymaster")
         password = unquote(parts.password) if parts.password else None
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            nodes, sentinel_kwargs={"socket_timeout": timeout}, **common
+            nodes, sentinel_kwargs={"socket_timeout": socket_timeout}, **common
         )
         db = int(path[1]) if len(path) > 1 else 0
         return sentinel.master_for(path[0], password=password, db=db, max_connections=max_connections)
@@ -246,14 +246,16 @@ class RedisBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def ping(self) -> bool:
-        """True when Redis answers within the timeout (the readiness check)."""
+        """True when Redis answers within 20 decision timeouts (the readiness check)."""
         try:
             return bool(await asyncio.wait_for(self.client.ping(), self.timeout * 20))
         except Exception:
             return False
 
     async def close(self) -> None:
-        """Wait for batches in flight, then close the client and its pool."""
+        """Stop batches and warm-ups in flight, then close the client and its pool."""
+        for task in self._tasks:
+            task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.client.aclose()
