@@ -73,24 +73,30 @@ def unavailable(reason: str) -> NoReturn:
     raise SystemExit(UNAVAILABLE_EXIT)
 
 
-def use_dropping_exporter_in_opskit() -> None:
+def use_dropping_exporter_in_opskit() -> str | None:
     """Make opskit's tracing pipeline (its own provider and batch processor) export to the dropping exporter.
 
     opskit builds its exporter from ``OTEL_TRACES_EXPORTER``, which offers no exporter that drops;
     the harness swaps the factory, so the batch processor, sampler and provider stay opskit's own.
+    Returns why it could not, or None.
     """
     try:
         pipeline = importlib.import_module("opskit.tracing._pipeline")
     except ImportError as exc:
-        unavailable(f"opskit.tracing is not there ({exc})")
+        return f"opskit.tracing is not there ({exc})"
     if not callable(getattr(pipeline, "build_exporter", None)):
-        unavailable("opskit.tracing._pipeline.build_exporter, where the bench plugs its exporter, is gone")
+        return "opskit.tracing._pipeline.build_exporter, where the bench plugs its exporter, is gone"
     marker = os.environ.get("BENCH_SPAN_MARKER")
     setattr(pipeline, "build_exporter", lambda settings: DroppingSpanExporter(marker))  # noqa: B010
+    return None
 
 
 def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
-    """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env)."""
+    """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env).
+
+    When tracing cannot be wired to the dropping exporter, a tracing-only variant is unavailable and
+    a variant with more features runs without tracing (the harness then reports it as partial).
+    """
     try:
         import opskit
     except ImportError as exc:  # pragma: no cover - opskit is the project itself
@@ -98,9 +104,11 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     instrument = getattr(opskit, "instrument", None)
     if instrument is None:
         unavailable("opskit.instrument does not exist")
-    if "tracing" in features:
-        use_dropping_exporter_in_opskit()
     switches = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    if "tracing" in features and (problem := use_dropping_exporter_in_opskit()) is not None:
+        if features == {"tracing"}:
+            unavailable(problem)
+        switches["tracing_enabled"] = False
     try:
         instrument(app, **switches)
     except Exception as exc:
