@@ -61,13 +61,24 @@ def run_extras(result: report.Report, redis: RedisServer, options: runner.Option
     attempt("gunicorn scaling", scaling)
     attempt("/metrics scrape", scrape)
     attempt("limiter vs EVALSHA", limiter)
-    for name in report.missed_targets(result):
-        runner.log(f"profiling {name}")
+    missed = report.missed_targets(result)
+    bare_row = result.row("bare")
+    baseline: list[tuple[str, float]] = []
+    if missed and bare_row is not None:
+
+        def profile_bare() -> None:
+            runner.log("profiling bare (baseline)")
+            baseline.append((profile.record(BY_NAME["bare"], redis, options), bare_row.cpu_us))
+
+        attempt("profile of bare", profile_bare)
+    for name in missed:
 
         def profile_it(name: str = name) -> None:
+            runner.log(f"profiling {name}")
             row = result.row(name)
+            stacks = profile.record(BY_NAME[name], redis, options)
             cpu_us = row.cpu_us if row is not None else 0.0
-            result.profiles[name] = profile.profile(BY_NAME[name], redis, options, cpu_us)
+            result.profiles[name] = profile.summarize(stacks, cpu_us, baseline[0] if baseline else None)
 
         attempt(f"profile of {name}", profile_it)
 

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import wrk
@@ -50,15 +51,19 @@ def _module(name: str) -> str | None:
     return inside if inside.startswith("opskit/") else None
 
 
-def summarize(collapsed: str, cpu_us_per_request: float = 0.0, top: int = TOP) -> str:
-    """Self and inclusive sample shares from py-spy's ``--format raw`` output.
+@dataclass
+class Samples:
+    """py-spy samples of one server: self and inclusive counts per function, and per opskit module."""
 
-    With the variant's server CPU time per request, shares are also shown as µs per request.
-    """
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    modules: Counter[str] = Counter()
-    total = 0
+    total: int = 0
+    own: Counter[str] = field(default_factory=Counter)
+    inclusive: Counter[str] = field(default_factory=Counter)
+    modules: Counter[str] = field(default_factory=Counter)
+
+
+def parse(collapsed: str) -> Samples:
+    """Read py-spy's ``--format raw`` output (one ``frame;frame;... count`` line per stack)."""
+    samples = Samples()
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -67,12 +72,25 @@ def summarize(collapsed: str, cpu_us_per_request: float = 0.0, top: int = TOP) -
         frames = [_name(frame) for frame in stack.split(";") if frame]
         if not frames:
             continue
-        total += count
-        own[frames[-1]] += count
+        samples.total += count
+        samples.own[frames[-1]] += count
         for name in set(frames):
-            inclusive[name] += count
+            samples.inclusive[name] += count
         for module in {m for m in map(_module, frames[1:]) if m}:
-            modules[module] += count
+            samples.modules[module] += count
+    return samples
+
+
+def summarize(
+    collapsed: str, cpu_us_per_request: float = 0.0, baseline: tuple[str, float] | None = None, top: int = TOP
+) -> str:
+    """Self and inclusive sample shares from py-spy's ``--format raw`` output.
+
+    With the variant's server CPU time per request, shares are also shown as µs per request; with a
+    ``baseline`` (bare's samples and CPU time per request), the functions whose self time grew most.
+    """
+    samples = parse(collapsed)
+    total = samples.total
     if not total:
         return "no samples"
 
@@ -84,23 +102,45 @@ def summarize(collapsed: str, cpu_us_per_request: float = 0.0, top: int = TOP) -
     if cpu_us_per_request:
         lines.append(f"µs/req = share x the {cpu_us_per_request:.0f} µs of server CPU per request measured above")
     lines += ["", "self time:"]
-    lines += [f"{share(n)}  {name}" for name, n in own.most_common(top)]
+    lines += [f"{share(n)}  {name}" for name, n in samples.own.most_common(top)]
     lines += ["", "opskit modules below the middleware's own frame (each with what it calls):"]
-    below = [(m, n) for m, n in modules.most_common() if m != "opskit/middleware.py"][:top]
+    below = [(m, n) for m, n in samples.modules.most_common() if m != "opskit/middleware.py"][:top]
     lines += [f"{share(n)}  {module}" for module, n in below] or ["  (no opskit frame sampled)"]
-    mine = [(name, n) for name, n in inclusive.most_common() if "(opskit/" in name][:top]
+    mine = [(name, n) for name, n in samples.inclusive.most_common() if "(opskit/" in name][:top]
     lines += ["", "opskit functions (each with what it calls):"]
     lines += [f"{share(n)}  {name}" for name, n in mine] or ["  (no opskit frame sampled)"]
+    if baseline is not None and cpu_us_per_request and baseline[1]:
+        lines += ["", *growth(samples, cpu_us_per_request, parse(baseline[0]), baseline[1], top)]
     return "\n".join(lines)
 
 
-def profile(
-    variant: Variant, redis: RedisServer, options: Options, cpu_us_per_request: float = 0.0, seconds: float = 5.0
-) -> str:
-    """Run ``variant`` under wrk and sample it with py-spy for ``seconds``; the summary text."""
+def growth(samples: Samples, cpu_us: float, bare: Samples, bare_cpu_us: float, top: int) -> list[str]:
+    """Functions whose self time per request grew most against bare's (new ones included)."""
+    if not bare.total:
+        return []
+
+    def us(counter: Counter[str], total: int, per_request: float, name: str) -> float:
+        return counter[name] / total * per_request
+
+    deltas = {
+        name: us(samples.own, samples.total, cpu_us, name) - us(bare.own, bare.total, bare_cpu_us, name)
+        for name in set(samples.own) | set(bare.own)
+    }
+    biggest = sorted(deltas.items(), key=lambda item: item[1], reverse=True)[:top]
+    return [
+        f"self time against bare ({cpu_us - bare_cpu_us:+.0f} µs/req in all): largest increases",
+        *(f"  {delta:+6.1f} µs/req  {name}" for name, delta in biggest),
+    ]
+
+
+def record(variant: Variant, redis: RedisServer, options: Options, seconds: float = 5.0) -> str:
+    """Run ``variant`` under wrk and sample it with py-spy for ``seconds``; py-spy's raw output.
+
+    Raises :class:`RuntimeError` when py-spy is missing or fails.
+    """
     spy = py_spy()
     if spy is None:
-        return "py-spy is not installed (pip install py-spy, part of the bench extra)"
+        raise RuntimeError("py-spy is not installed (pip install py-spy, part of the bench extra)")
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as work, app_server(variant, redis.url) as server:
         out = Path(work) / "stacks.txt"
         url = server.url + "/items/1"
@@ -126,5 +166,5 @@ def profile(
         finally:
             load.join()
         if done.returncode != 0 or not out.exists():
-            return f"py-spy failed: {(done.stderr or done.stdout).strip()[-500:]}"
-        return summarize(out.read_text(), cpu_us_per_request)
+            raise RuntimeError(f"py-spy failed: {(done.stderr or done.stdout).strip()[-500:]}")
+        return out.read_text()

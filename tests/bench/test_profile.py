@@ -33,3 +33,11 @@ class TestSummarize:
     def test_no_samples(self) -> None:
         """Empty output (py-spy saw nothing) says so instead of dividing by zero."""
         assert summarize("") == "no samples"
+
+    def test_growth_against_bare(self) -> None:
+        """With bare's samples, the functions whose self time per request grew most come first."""
+        bare = "main (uvicorn/main.py:10);send (/x/site-packages/uvicorn/h.py:5) 100\n"
+        text = summarize(STACKS, cpu_us_per_request=200.0, baseline=(bare, 100.0))
+        growth = text.split("self time against bare (+100 µs/req in all)")[1].splitlines()
+        assert growth[1].strip() == "+60.0 µs/req  msg (opskit/_logging.py)"
+        assert "+20.0 µs/req  send (uvicorn/h.py)" in growth[2] or "+20.0 µs/req  worker" in growth[2]
