@@ -1,0 +1,212 @@
+"""The tracing component: one SERVER span per HTTP request, current while the app runs.
+
+request_started extracts the W3C context from the headers, asks the sampler, starts a
+:class:`ServerSpan` and makes it current (logs and user code see it); response_started may quote the
+trace in a response header; request_finished names the span after the route, sets status and
+error, ends it and restores the previous context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from . import _lifecycle
+from ._pipeline import SCOPE
+from ._propagation import extract_baggage, parse_traceparent
+from ._span import ServerSpan
+
+if TYPE_CHECKING:
+    from opskit.settings import Settings
+
+log = logging.getLogger("opskit.tracing")
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
+USER_AGENT_MAX = 512
+HOST_MAX = 255
+TOKEN_KEY = "opskit.tracing.token"
+_EMPTY = otel_context.Context()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_ERROR_LOG_INTERVAL = 60.0
+
+
+def _server_address(host: bytes | None, scope: dict[str, Any]) -> tuple[str | None, int | None]:
+    """server.address/port from the Host header (bounded, printable), else from the listening socket."""
+    if host and len(host) <= HOST_MAX:
+        text = host.decode("latin-1")
+        if text.isprintable():
+            if text.startswith("["):  # IPv6 literal: [::1]:8000
+                name, _, rest = text[1:].partition("]")
+                port = rest[1:]
+            else:
+                name, _, port = text.partition(":")
+            return name, int(port) if port.isdigit() and len(port) <= 5 else None
+    server = scope.get("server")
+    if server:
+        return str(server[0]), server[1]
+    return None, None
+
+
+class TracingComponent:
+    """Traces every HTTP request whose path is not excluded; see the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        excluded = {settings.health_path, settings.readiness_path, getattr(settings, "metrics_path", "/metrics")}
+        self._excluded = frozenset(excluded)
+        patterns = settings.tracing_excluded_urls
+        self._excluded_match = re.compile("|".join(f"(?:{p})" for p in patterns)).search if patterns else None
+        self._unmatched = settings.unmatched_route
+        self._response_header = settings.tracing_response_header
+        self._last_error = 0.0
+        _lifecycle.configure(settings)
+
+    def _failed(self, where: str) -> None:
+        # Tracing degrades, the request goes on; one line a minute at most.
+        now = time.monotonic()
+        if now - self._last_error >= _ERROR_LOG_INTERVAL:
+            self._last_error = now
+            log.warning("tracing: %s failed; the request continues untraced", where, exc_info=True)
+
+    def request_started(self, ex: Any) -> None:
+        """Extract the remote context, sample, start the server span and make it current."""
+        try:
+            self._start(ex)
+        except Exception:
+            self._failed("starting a span")
+
+    def _start(self, ex: Any) -> None:
+        path: str = ex.path
+        if path in self._excluded or (self._excluded_match is not None and self._excluded_match(path)):
+            return
+        pipeline = _lifecycle.pipeline or _lifecycle.start()
+        if pipeline is None:
+            return
+        scope = ex.scope
+        traceparent = tracestate = baggage = user_agent = host = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                traceparent = value
+            elif name == b"tracestate":
+                tracestate = value
+            elif name == b"baggage":
+                baggage = value
+            elif name == b"user-agent":
+                user_agent = value
+            elif name == b"host":
+                host = value
+        parent = parse_traceparent(traceparent, tracestate) if traceparent else None
+        base = extract_baggage(baggage, _EMPTY) if baggage else _EMPTY
+        parent_context = trace.set_span_in_context(NonRecordingSpan(parent), base) if parent else base
+
+        method: str = ex.method
+        attributes: dict[str, Any] = {}
+        if method in KNOWN_METHODS:
+            attributes["http.request.method"] = method
+            name = method
+        else:
+            attributes["http.request.method"] = "_OTHER"
+            attributes["http.request.method_original"] = method[:32]
+            name = "HTTP"
+        id_generator = pipeline.provider.id_generator
+        trace_id = parent.trace_id if parent else id_generator.generate_trace_id()
+        span_id = id_generator.generate_span_id()
+        result = pipeline.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
+        decision = result.decision
+        if decision is Decision.DROP:
+            span_context = SpanContext(trace_id, span_id, False, _NOT_SAMPLED, result.trace_state)
+            ex.state[TOKEN_KEY] = otel_context.attach(
+                trace.set_span_in_context(NonRecordingSpan(span_context), parent_context)
+            )
+            return
+        sampled = decision is Decision.RECORD_AND_SAMPLE
+        span_context = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED, result.trace_state)
+
+        attributes["url.path"] = path
+        attributes["url.scheme"] = scope.get("scheme", "http")
+        http_version = scope.get("http_version")
+        if http_version:
+            attributes["network.protocol.version"] = http_version
+        address, port = _server_address(host, scope)
+        if address:
+            attributes["server.address"] = address
+            if port is not None:
+                attributes["server.port"] = port
+        client = ex.client
+        if client:
+            attributes["client.address"] = client
+        if user_agent:
+            attributes["user_agent.original"] = user_agent[:USER_AGENT_MAX].decode("latin-1")
+        if result.attributes:
+            attributes.update(result.attributes)
+        span = ServerSpan(
+            name,
+            span_context,
+            parent,
+            attributes,
+            time.time_ns(),
+            pipeline.processor,
+            pipeline.resource,
+            SCOPE,
+        )
+        ex.state[TOKEN_KEY] = otel_context.attach(trace.set_span_in_context(span, parent_context))
+        if sampled:
+            ex.span = span
+            ex.trace_id = f"{trace_id:032x}"
+            ex.span_id = f"{span_id:016x}"
+
+    def response_started(self, ex: Any) -> None:
+        """Quote the trace in ``traceresponse`` or ``Server-Timing`` when configured and sampled."""
+        if self._response_header == "none" or ex.trace_id is None:
+            return
+        value = f"00-{ex.trace_id}-{ex.span_id}-01"
+        if self._response_header == "traceresponse":
+            ex.response_headers.append((b"traceresponse", value.encode()))
+        else:
+            ex.response_headers.append((b"server-timing", f'traceparent;desc="{value}"'.encode()))
+
+    def request_finished(self, ex: Any) -> None:
+        """Name the span after the route, set status and error, end it, restore the context."""
+        try:
+            span = ex.span
+            if isinstance(span, ServerSpan):
+                self._finish(ex, span)
+        except Exception:
+            self._failed("ending a span")
+        token = ex.state.pop(TOKEN_KEY, None)
+        if token is not None:
+            # The token belongs to the context request_started ran in; a response sent from
+            # another task (a streaming response's task group) cannot reset it, nor must it.
+            with contextlib.suppress(ValueError, RuntimeError, AttributeError):
+                token.var.reset(token)
+
+    def _finish(self, ex: Any, span: ServerSpan) -> None:
+        route = ex.route
+        name = span.initial_name
+        if route and route != self._unmatched:
+            span.set_attribute("http.route", route)
+            span.update_name(f"{name} {route}")
+        status = ex.status
+        if request_id := ex.request_id:
+            span.set_attribute("request_id", request_id)
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        exception = ex.exception
+        if exception is not None:
+            span.record_exception(exception)
+            kind = type(exception)
+            span.set_attribute("error.type", f"{kind.__module__}.{kind.__qualname__}")
+            span.set_status(Status(StatusCode.ERROR, f"{kind.__qualname__}: {exception}"))
+        elif status is not None and status >= 500:
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+        end = ex.end
+        span.end(span.start_time + int((end - ex.start) * 1e9) if end is not None else None)
