@@ -1,17 +1,18 @@
 """The tracing component: one SERVER span per HTTP request, current while the app runs.
 
 request_started extracts the W3C context from the headers, asks the sampler, starts a
-:class:`ServerSpan` and makes it current (logs and user code see it); response_started may quote the
-trace in a response header; request_finished names the span after the route, sets status and
-error, ends it and restores the previous context.
+:class:`ServerSpan` and makes it current, so log lines and user code (BackgroundTasks included) see
+it; response_started may quote the trace in a response header; request_closed (the app returned,
+so an exception that escaped it is known) names the span after the route, sets status and error,
+ends it at the time the response body completed and restores the previous context.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import time
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -19,12 +20,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from opskit.component import Component
+
 from . import _lifecycle
 from ._pipeline import SCOPE
 from ._propagation import extract_baggage, parse_traceparent
 from ._span import ServerSpan
 
 if TYPE_CHECKING:
+    from opskit.exchange import Exchange
     from opskit.settings import Settings
 
 log = logging.getLogger("opskit.tracing")
@@ -39,7 +43,7 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ERROR_LOG_INTERVAL = 60.0
 
 
-def _server_address(host: bytes | None, scope: dict[str, Any]) -> tuple[str | None, int | None]:
+def _server_address(host: bytes | None, scope: MutableMapping[str, Any]) -> tuple[str | None, int | None]:
     """server.address/port from the Host header (bounded, printable), else from the listening socket."""
     if host and len(host) <= HOST_MAX:
         text = host.decode("latin-1")
@@ -56,7 +60,7 @@ def _server_address(host: bytes | None, scope: dict[str, Any]) -> tuple[str | No
     return None, None
 
 
-class TracingComponent:
+class TracingComponent(Component):
     """Traces every HTTP request whose path is not excluded; see the module docstring."""
 
     def __init__(self, settings: Settings) -> None:
@@ -76,14 +80,14 @@ class TracingComponent:
             self._last_error = now
             log.warning("tracing: %s failed; the request continues untraced", where, exc_info=True)
 
-    def request_started(self, ex: Any) -> None:
+    def request_started(self, ex: Exchange) -> None:
         """Extract the remote context, sample, start the server span and make it current."""
         try:
             self._start(ex)
         except Exception:
             self._failed("starting a span")
 
-    def _start(self, ex: Any) -> None:
+    def _start(self, ex: Exchange) -> None:
         path: str = ex.path
         if path in self._excluded or (self._excluded_match is not None and self._excluded_match(path)):
             return
@@ -163,7 +167,7 @@ class TracingComponent:
             ex.trace_id = f"{trace_id:032x}"
             ex.span_id = f"{span_id:016x}"
 
-    def response_started(self, ex: Any) -> None:
+    def response_started(self, ex: Exchange) -> None:
         """Quote the trace in ``traceresponse`` or ``Server-Timing`` when configured and sampled."""
         if self._response_header == "none" or ex.trace_id is None:
             return
@@ -173,7 +177,7 @@ class TracingComponent:
         else:
             ex.response_headers.append((b"server-timing", f'traceparent;desc="{value}"'.encode()))
 
-    def request_finished(self, ex: Any) -> None:
+    def request_closed(self, ex: Exchange) -> None:
         """Name the span after the route, set status and error, end it, restore the context."""
         try:
             span = ex.span
@@ -183,12 +187,17 @@ class TracingComponent:
             self._failed("ending a span")
         token = ex.state.pop(TOKEN_KEY, None)
         if token is not None:
-            # The token belongs to the context request_started ran in; a response sent from
-            # another task (a streaming response's task group) cannot reset it, nor must it.
-            with contextlib.suppress(ValueError, RuntimeError, AttributeError):
-                token.var.reset(token)
+            otel_context.detach(token)
 
-    def _finish(self, ex: Any, span: ServerSpan) -> None:
+    async def startup(self) -> None:
+        """Create this process's pipeline before the first request (lifespan runs in the worker)."""
+        _lifecycle.start()
+
+    async def shutdown(self) -> None:
+        """Export the queued spans and stop the export thread (lifespan shutdown, e.g. on SIGTERM)."""
+        _lifecycle.shutdown()
+
+    def _finish(self, ex: Exchange, span: ServerSpan) -> None:
         route = ex.route
         name = span.initial_name
         if route and route != self._unmatched:
@@ -197,7 +206,7 @@ class TracingComponent:
         status = ex.status
         if request_id := ex.request_id:
             span.set_attribute("request_id", request_id)
-        if status is not None:
+        if status:
             span.set_attribute("http.response.status_code", status)
         exception = ex.exception
         if exception is not None:
@@ -205,8 +214,9 @@ class TracingComponent:
             kind = type(exception)
             span.set_attribute("error.type", f"{kind.__module__}.{kind.__qualname__}")
             span.set_status(Status(StatusCode.ERROR, f"{kind.__qualname__}: {exception}"))
-        elif status is not None and status >= 500:
+        elif status >= 500:
             span.set_attribute("error.type", str(status))
             span.set_status(Status(StatusCode.ERROR))
         end = ex.end
-        span.end(span.start_time + int((end - ex.start) * 1e9) if end is not None else None)
+        # The span lasts until the body completed, like the access log's duration: not the BackgroundTasks.
+        span.end(span.start_time + int((end - ex.start) * 1e9) if end else None)
