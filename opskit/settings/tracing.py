@@ -175,12 +175,12 @@ class TracingSettings(SettingsSection):
 
     @field_validator("traces_exporter", mode="before")
     @classmethod
-    def _empty_exporter(cls, value: object) -> object:
+    def _tracing_empty_exporter(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("otlp_endpoint", "otlp_traces_endpoint")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _tracing_url(cls, value: str) -> str:
         value = value.strip()
         if value:
             parts = urlsplit(value)
@@ -190,25 +190,25 @@ class TracingSettings(SettingsSection):
 
     @field_validator("otlp_headers", "resource_attributes")
     @classmethod
-    def _key_values(cls, value: str) -> str:
+    def _tracing_key_values(cls, value: str) -> str:
         parse_key_values(value)
         return value
 
     @field_validator("traces_sampler_arg")
     @classmethod
-    def _ratio(cls, value: float) -> float:
+    def _tracing_ratio(cls, value: float) -> float:
         if not 0.0 <= value <= 1.0:
             raise ValueError("expected a sampling ratio between 0 and 1")
         return value
 
     @field_validator("tracing_excluded_urls", mode="before")
     @classmethod
-    def _split(cls, value: object) -> object:
+    def _tracing_split(cls, value: object) -> object:
         return split_list(value)
 
     @field_validator("tracing_excluded_urls")
     @classmethod
-    def _regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+    def _tracing_regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
             try:
                 re.compile(pattern)

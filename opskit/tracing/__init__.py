@@ -33,7 +33,20 @@ def create_component(settings: Settings, app: Any = None) -> TracingComponent | 
     if not settings.tracing_enabled or settings.traces_exporter_resolved == "none":
         return None
     check_settings(settings)
+    _hand_over_fastapi_tracing(app)
     return TracingComponent(settings)
+
+
+def _hand_over_fastapi_tracing(app: Any) -> None:
+    """Switch off FastAPI's native request spans (``FastAPI(telemetry={"tracing": False})``).
+
+    FastAPI starts its own SERVER span as soon as a global tracer provider exists, outside opskit's
+    middleware: every request would be traced twice, at twice the cost. An app that passed its
+    own ``tracer_provider`` to FastAPI keeps its choice.
+    """
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and config.get("tracer_provider") is None:
+        config["tracing"] = False
 
 
 def get_tracer(name: str) -> trace.Tracer:

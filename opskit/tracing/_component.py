@@ -36,7 +36,7 @@ log = logging.getLogger("opskit.tracing")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
 USER_AGENT_MAX = 512
 HOST_MAX = 255
-TOKEN_KEY = "opskit.tracing.token"
+STATE_KEY = "opskit.tracing"
 _EMPTY = otel_context.Context()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -70,6 +70,8 @@ class TracingComponent(Component):
         self._excluded_match = re.compile("|".join(f"(?:{p})" for p in patterns)).search if patterns else None
         self._unmatched = settings.unmatched_route
         self._response_header = settings.tracing_response_header
+        self._always_on = settings.traces_sampler in ("always_on", "parentbased_always_on")
+        self._parent_based = settings.traces_sampler.startswith("parentbased_")
         self._last_error = 0.0
         _lifecycle.configure(settings)
 
@@ -123,16 +125,25 @@ class TracingComponent(Component):
         id_generator = pipeline.provider.id_generator
         trace_id = parent.trace_id if parent else id_generator.generate_trace_id()
         span_id = id_generator.generate_span_id()
-        result = pipeline.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
-        decision = result.decision
-        if decision is Decision.DROP:
-            span_context = SpanContext(trace_id, span_id, False, _NOT_SAMPLED, result.trace_state)
-            ex.state[TOKEN_KEY] = otel_context.attach(
-                trace.set_span_in_context(NonRecordingSpan(span_context), parent_context)
-            )
+        if self._always_on:
+            # always_on / parentbased_always_on (the default) decided without the SDK's call chain.
+            sampled = not (parent and self._parent_based and not parent.trace_flags.sampled)
+            recording = sampled
+            trace_state = parent.trace_state if parent else None
+            sampler_attributes = None
+        else:
+            result = pipeline.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
+            recording = result.decision is not Decision.DROP
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            trace_state = result.trace_state
+            sampler_attributes = result.attributes
+        if not recording:
+            span_context = SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state)
+            # Not exported, but the trace id still reaches user code and outgoing calls.
+            token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_context), parent_context))
+            ex.state[STATE_KEY] = (token, None)
             return
-        sampled = decision is Decision.RECORD_AND_SAMPLE
-        span_context = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED, result.trace_state)
+        span_context = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED, trace_state)
 
         attributes["url.path"] = path
         attributes["url.scheme"] = scope.get("scheme", "http")
@@ -149,8 +160,8 @@ class TracingComponent(Component):
             attributes["client.address"] = client
         if user_agent:
             attributes["user_agent.original"] = user_agent[:USER_AGENT_MAX].decode("latin-1")
-        if result.attributes:
-            attributes.update(result.attributes)
+        if sampler_attributes:
+            attributes.update(sampler_attributes)
         span = ServerSpan(
             name,
             span_context,
@@ -161,7 +172,7 @@ class TracingComponent(Component):
             pipeline.resource,
             SCOPE,
         )
-        ex.state[TOKEN_KEY] = otel_context.attach(trace.set_span_in_context(span, parent_context))
+        ex.state[STATE_KEY] = (otel_context.attach(trace.set_span_in_context(span, parent_context)), span)
         if sampled:
             ex.span = span
             ex.trace_id = f"{trace_id:032x}"
@@ -179,15 +190,16 @@ class TracingComponent(Component):
 
     def request_closed(self, ex: Exchange) -> None:
         """Name the span after the route, set status and error, end it, restore the context."""
-        try:
-            span = ex.span
-            if isinstance(span, ServerSpan):
+        started = ex.state.pop(STATE_KEY, None)
+        if started is None:
+            return
+        token, span = started
+        if span is not None:
+            try:
                 self._finish(ex, span)
-        except Exception:
-            self._failed("ending a span")
-        token = ex.state.pop(TOKEN_KEY, None)
-        if token is not None:
-            otel_context.detach(token)
+            except Exception:
+                self._failed("ending a span")
+        otel_context.detach(token)
 
     async def startup(self) -> None:
         """Create this process's pipeline before the first request (lifespan runs in the worker)."""

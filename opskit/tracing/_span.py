@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 MAX_ATTRIBUTES = 128
 MAX_EVENTS = 128
 _PRIMITIVES = (str, bool, int, float)
+_UNSET = Status(StatusCode.UNSET)
 
 
 def _clean(value: object) -> types.AttributeValue | None:
@@ -80,7 +81,7 @@ class ServerSpan(trace.Span):
         self._start_time = start_time
         self._end_time: int | None = None
         self._events: list[Event] = []
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
         self._processor = processor
         self._resource = resource
         self._scope = scope
