@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import BackgroundTasks, FastAPI
@@ -34,6 +35,11 @@ def create(**overrides: Any) -> FastAPI:
             span.set_attribute("work.size", 3)
         trace.get_current_span().set_attribute("app.user", "u-1")
         return {"ok": "yes"}
+
+    @app.get("/pid")
+    async def pid() -> dict[str, int]:
+        trace.get_current_span().set_attribute("process.pid", os.getpid())
+        return {"pid": os.getpid()}
 
     @app.get("/boom")
     async def boom() -> None:
