@@ -158,6 +158,8 @@ class TracingComponent(Component):
         client = ex.client
         if client:
             attributes["client.address"] = client
+        if ex.request_id:
+            attributes["request_id"] = ex.request_id
         if user_agent:
             attributes["user_agent.original"] = user_agent[:USER_AGENT_MAX].decode("latin-1")
         if sampler_attributes:
@@ -188,15 +190,32 @@ class TracingComponent(Component):
         else:
             ex.response_headers.append((b"server-timing", f'traceparent;desc="{value}"'.encode()))
 
+    def request_finished(self, ex: Exchange) -> None:
+        """Name the span after the route; status code, and ERROR on a 5xx (no context change here)."""
+        started = ex.state.get(STATE_KEY)
+        if started is None or started[1] is None:
+            return
+        span: ServerSpan = started[1]
+        route = ex.route
+        if route and route != self._unmatched:
+            span.set_attribute("http.route", route)
+            span.update_name(f"{span.initial_name} {route}")
+        status = ex.status
+        if status:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+
     def request_closed(self, ex: Exchange) -> None:
-        """Name the span after the route, set status and error, end it, restore the context."""
+        """Record an exception that escaped the app, end the span, restore the context."""
         started = ex.state.pop(STATE_KEY, None)
         if started is None:
             return
         token, span = started
         if span is not None:
             try:
-                self._finish(ex, span)
+                self._end(ex, span)
             except Exception:
                 self._failed("ending a span")
         otel_context.detach(token)
@@ -209,26 +228,13 @@ class TracingComponent(Component):
         """Export the queued spans and stop the export thread (lifespan shutdown, e.g. on SIGTERM)."""
         _lifecycle.shutdown()
 
-    def _finish(self, ex: Exchange, span: ServerSpan) -> None:
-        route = ex.route
-        name = span.initial_name
-        if route and route != self._unmatched:
-            span.set_attribute("http.route", route)
-            span.update_name(f"{name} {route}")
-        status = ex.status
-        if request_id := ex.request_id:
-            span.set_attribute("request_id", request_id)
-        if status:
-            span.set_attribute("http.response.status_code", status)
+    def _end(self, ex: Exchange, span: ServerSpan) -> None:
         exception = ex.exception
         if exception is not None:
             span.record_exception(exception)
             kind = type(exception)
             span.set_attribute("error.type", f"{kind.__module__}.{kind.__qualname__}")
             span.set_status(Status(StatusCode.ERROR, f"{kind.__qualname__}: {exception}"))
-        elif status >= 500:
-            span.set_attribute("error.type", str(status))
-            span.set_status(Status(StatusCode.ERROR))
         end = ex.end
         # The span lasts until the body completed, like the access log's duration: not the BackgroundTasks.
         span.end(span.start_time + int((end - ex.start) * 1e9) if end else None)

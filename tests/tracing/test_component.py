@@ -64,6 +64,13 @@ class TestServerSpan:
         assert span.resource["deployment.environment"] == "prod"
         assert (span.trace_id, span.span_id) == (r.json()["trace_id"], r.json()["span_id"])
 
+    def test_route_is_known_without_other_features(self, receiver: OtlpReceiver) -> None:
+        """With request IDs and logging off, tracing alone still names the span after the route."""
+        client(receiver, logging_enabled=False, request_id_enabled=False).get("/items/2")
+        [span] = exported(receiver)
+        assert (span.name, span.attributes["http.route"]) == ("GET /items/{item_id}", "/items/{item_id}")
+        assert "request_id" not in span.attributes
+
     def test_traceparent_continues_the_trace(self, receiver: OtlpReceiver) -> None:
         """A valid traceparent makes the span a child of the caller's span, in the caller's trace."""
         c = client(receiver)
