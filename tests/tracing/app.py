@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import httpx
+import redis.asyncio
 from fastapi import BackgroundTasks, FastAPI
 from opentelemetry import trace
 
@@ -40,6 +42,17 @@ def create(**overrides: Any) -> FastAPI:
     async def pid() -> dict[str, int]:
         trace.get_current_span().set_attribute("process.pid", os.getpid())
         return {"pid": os.getpid()}
+
+    @app.get("/outbound")
+    async def outbound(http_port: int, redis_url: str) -> dict[str, int]:
+        async with httpx.AsyncClient() as client:
+            status = (await client.get(f"http://127.0.0.1:{http_port}/ping")).status_code
+        connection = redis.asyncio.from_url(redis_url)
+        try:
+            await connection.ping()
+        finally:
+            await connection.aclose()
+        return {"status": status}
 
     @app.get("/boom")
     async def boom() -> None:
