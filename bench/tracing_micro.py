@@ -76,7 +76,7 @@ def make(variant: str) -> Any:
     if variant == "opskit_off":  # the opskit middleware with no component at all
         return opskit.instrument(app, tracing_enabled=False, **ONLY_TRACING)
     if variant == "opskit_tracing":
-        _pipeline.build_exporter = lambda settings: NullExporter()  # type: ignore[assignment]
+        _pipeline.build_exporter = lambda settings: NullExporter()
         return opskit.instrument(app, traces_exporter="otlp", bsp_max_queue_size=65536, **ONLY_TRACING)
     if variant == "otel_asgi":
         return OpenTelemetryMiddleware(app, tracer_provider=provider())
@@ -123,10 +123,61 @@ async def drive(app: Any, n: int, traceparent: bool) -> float:
     return (time.process_time() - start) / n * 1e6
 
 
-VARIANTS = ["bare", "opskit_off", "opskit_tracing", "otel_asgi_tuned", "otel_asgi", "otel_fastapi", "fastapi_native"]
+VARIANTS = [
+    "bare",
+    "opskit_off",
+    "opskit_tracing",
+    "otel_asgi_tuned",
+    "otel_asgi",
+    "otel_fastapi",
+    "fastapi_native",
+    "hooks_only",
+]
+
+
+def hooks_only(n: int, traceparent: bool) -> float:
+    """The tracing component's three hooks on a bare Exchange: its own cost, without any app."""
+    from opskit.client_ip import ProxyResolver
+    from opskit.exchange import Exchange
+    from opskit.settings import load_settings
+
+    _pipeline.build_exporter = lambda settings: NullExporter()
+    component = opskit.tracing.create_component(load_settings(traces_exporter="otlp", bsp_max_queue_size=65536))
+    assert component is not None
+    proxies = ProxyResolver(())
+    headers = [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
+    if traceparent:
+        headers.append((b"traceparent", TRACEPARENT))
+    scope = {"type": "http", "method": "GET", "path": PATH, "scheme": "http", "http_version": "1.1",
+             "headers": headers, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}  # fmt: skip
+
+    def request(traced: bool) -> None:
+        ex = Exchange(scope, proxies)
+        if traced:
+            component.request_started(ex)
+        ex.status = 200
+        if traced:
+            component.response_started(ex)
+        ex.end = time.perf_counter()
+        ex.route = "/items/{item_id}"
+        if traced:
+            component.request_finished(ex)
+            component.request_closed(ex)
+
+    costs = []
+    for traced in (False, True, False, True):
+        start = time.process_time()
+        for _ in range(n):
+            request(traced)
+        costs.append((time.process_time() - start) / n * 1e6)
+    return min(costs[1], costs[3]) - min(costs[0], costs[2])
 
 
 def one(variant: str, n: int, traceparent: bool) -> float:
+    if variant == "hooks_only":
+        us = hooks_only(n, traceparent)
+        opskit.tracing.shutdown()
+        return us
     us = asyncio.run(drive(make(variant), n, traceparent))
     opskit.tracing.shutdown()
     return us
@@ -150,6 +201,9 @@ def main() -> None:
     bare = results.get("bare")
     print(f"N={n} requests per run, best of rounds, incoming traceparent: {'yes' if traceparent else 'no'}")
     for variant, us in results.items():
+        if variant == "hooks_only":
+            print(f"{variant:16s} {us:7.1f} us/request (the component's hooks alone, no app)")
+            continue
         extra = f"  (+{us - bare:5.1f} us, {bare / us:.2f}x bare throughput)" if bare and variant != "bare" else ""
         print(f"{variant:16s} {us:7.1f} us/request{extra}")
 

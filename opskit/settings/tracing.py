@@ -74,28 +74,26 @@ class TracingSettings(SettingsSection):
     otlp_protocol: OtlpProtocol = Field(
         "http/protobuf",
         validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol"),
-        description="`http/protobuf`, or `grpc` (needs `pip install opskit[grpc]`). "
-        "`OTEL_EXPORTER_OTLP_PROTOCOL` is read too.",
+        description="`http/protobuf`, or `grpc` (needs `pip install opskit[grpc]`).",
     )
     otlp_headers: str = Field(
         "",
         validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "otlp_headers"),
-        description="Headers sent to the collector: `key=value,key2=value2` (percent-encoded values). "
-        "`OTEL_EXPORTER_OTLP_HEADERS` is read too.",
+        description="Headers sent to the collector: `key=value,key2=value2` (percent-encoded values).",
     )
     otlp_timeout_ms: int = Field(
         10000,
         ge=1,
         le=600_000,
         validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_timeout_ms"),
-        description="Milliseconds one export may take. `OTEL_EXPORTER_OTLP_TIMEOUT` is read too.",
+        description="Milliseconds one export may take (milliseconds, as the OpenTelemetry specification says).",
     )
     otlp_compression: OtlpCompression = Field(
         "none",
         validation_alias=env(
             "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION", "otlp_compression"
         ),
-        description="`none` or `gzip`. `OTEL_EXPORTER_OTLP_COMPRESSION` is read too.",
+        description="`none` or `gzip`.",
     )
     traces_sampler: TracesSampler = Field(
         "parentbased_always_on",
@@ -111,7 +109,8 @@ class TracingSettings(SettingsSection):
     resource_attributes: str = Field(
         "",
         validation_alias=env("OTEL_RESOURCE_ATTRIBUTES", "resource_attributes"),
-        description="Extra resource attributes, `key=value,key2=value2`; opskit's own (service.name...) win.",
+        description="Extra resource attributes, `key=value,key2=value2`; `OTEL_SERVICE_NAME`, "
+        "`OPSKIT_SERVICE_VERSION`, `OPSKIT_ENVIRONMENT` and `K8S_*` win over the same keys.",
     )
     k8s_pod_name: str = Field(
         "",
