@@ -2,9 +2,10 @@
 
 request_started extracts the W3C context from the headers, asks the sampler, starts a
 :class:`ServerSpan` and makes it current, so log lines and user code (BackgroundTasks included) see
-it; response_started may quote the trace in a response header; request_closed (the app returned,
-so an exception that escaped it is known) names the span after the route, sets status and error,
-ends it at the time the response body completed and restores the previous context.
+it; response_started may quote the trace in a response header; request_finished names the span
+after the route and sets the status; request_closed (the app returned, so an exception that
+escaped it is known, and the middleware's own context is current again) records the exception,
+ends the span at the time the response body completed and restores the previous context.
 """
 
 from __future__ import annotations
