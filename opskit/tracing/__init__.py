@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from . import _lifecycle
 from ._component import TracingComponent
 from ._lifecycle import init_worker, shutdown
 from ._pipeline import check_settings
@@ -50,8 +49,10 @@ def _hand_over_fastapi_tracing(app: Any) -> None:
 
 
 def get_tracer(name: str) -> trace.Tracer:
-    """A tracer whose spans go through opskit's pipeline (a no-op tracer when tracing is off)."""
-    pipeline = _lifecycle.pipeline or _lifecycle.start()
-    if pipeline is None:
-        return trace.NoOpTracer()
-    return pipeline.provider.get_tracer(name)
+    """A tracer for user code's own spans, children of the request's span.
+
+    Safe at import time, even in a preloading gunicorn master: it creates nothing, and its spans
+    go through the worker's pipeline once that exists (the same as ``trace.get_tracer(name)``:
+    each worker installs opskit's provider as the global one).
+    """
+    return trace.get_tracer(name)

@@ -23,6 +23,7 @@ def _in_background(item_id: int) -> None:
 def create(**overrides: Any) -> FastAPI:
     """The app, instrumented with ``overrides`` over the environment."""
     app = FastAPI()
+    tracer = opskit.tracing.get_tracer("tests")  # as user code does at import time
 
     @app.get("/items/{item_id}")
     async def item(item_id: int, tasks: BackgroundTasks) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def create(**overrides: Any) -> FastAPI:
 
     @app.get("/child")
     async def child() -> dict[str, str]:
-        with opskit.tracing.get_tracer("tests").start_as_current_span("child work") as span:
+        with tracer.start_as_current_span("child work") as span:
             span.set_attribute("work.size", 3)
         trace.get_current_span().set_attribute("app.user", "u-1")
         return {"ok": "yes"}
