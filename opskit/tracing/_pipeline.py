@@ -122,9 +122,11 @@ def build_exporter(settings: Settings) -> SpanExporter:
         )
         return grpc_exporter
     from opentelemetry.exporter.otlp.proto.http import Compression
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(
+    from ._otlp import RequestSpanExporter
+
+    return RequestSpanExporter(
+        scope=SCOPE,
         endpoint=traces_endpoint(settings),
         headers=headers,
         timeout=timeout,

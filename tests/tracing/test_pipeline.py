@@ -64,6 +64,19 @@ class TestExporterChoice:
         assert [span["attributes"]["url.path"] for span in spans] == ["/items/1", "/items/2"]
 
 
+class TestExport:
+    def test_headers_and_gzip_reach_the_collector(self, receiver: OtlpReceiver) -> None:
+        """OTEL_EXPORTER_OTLP_HEADERS are sent with each export; gzip compression is applied."""
+        c = TestClient(create(otlp_endpoint=receiver.endpoint, otlp_headers="x-api-key=k%2C1", otlp_compression="gzip"))
+        c.get("/items/1")
+        opskit.tracing.shutdown()
+        [request] = receiver.requests
+        assert request["path"] == "/v1/traces"
+        assert request["x-api-key"] == "k,1"
+        assert request["Content-Encoding"] == "gzip"
+        assert [span.name for span in receiver.spans()] == ["GET /items/{item_id}"]
+
+
 class TestValidation:
     @pytest.mark.parametrize(
         ("var", "value"),
