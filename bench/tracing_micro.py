@@ -132,6 +132,8 @@ VARIANTS = [
     "otel_fastapi",
     "fastapi_native",
     "hooks_only",
+    "encode_sdk",
+    "encode_direct",
 ]
 
 
@@ -173,7 +175,52 @@ def hooks_only(n: int, traceparent: bool) -> float:
     return min(costs[1], costs[3]) - min(costs[0], costs[2])
 
 
+def encoding(n: int, direct: bool) -> float:
+    """CPU per span of encoding a batch of 512 request spans for OTLP (done on the export thread)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+    from opskit.tracing._otlp import RequestSpanEncoder
+
+    attributes: dict[str, Any] = {
+        "http.request.method": "GET",
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+        "server.address": "bench",
+        "client.address": "127.0.0.1",
+        "user_agent.original": "bench/1",
+        "http.route": "/items/{item_id}",
+        "http.response.status_code": 200,
+    }
+    resource = Resource({"service.name": "bench"})
+    spans = [
+        ReadableSpan(
+            "GET /items/{item_id}",
+            SpanContext(i + 1, i + 1, False, TraceFlags(1)),
+            None,
+            resource,
+            {**attributes, "url.path": f"/items/{i}", "request_id": f"{i:032x}"},
+            kind=SpanKind.SERVER,
+            instrumentation_scope=_pipeline.SCOPE,
+            start_time=1,
+            end_time=2,
+        )
+        for i in range(512)
+    ]
+    encoder = RequestSpanEncoder(_pipeline.SCOPE)
+    rounds = max(1, n // 512)
+    start = time.process_time()
+    for _ in range(rounds):
+        if direct:
+            encoder.encode(spans)
+        else:
+            encode_spans(spans).SerializePartialToString()
+    return (time.process_time() - start) / (rounds * 512) * 1e6
+
+
 def one(variant: str, n: int, traceparent: bool) -> float:
+    if variant in ("encode_sdk", "encode_direct"):
+        return encoding(n, variant == "encode_direct")
     if variant == "hooks_only":
         us = hooks_only(n, traceparent)
         opskit.tracing.shutdown()
@@ -203,6 +250,9 @@ def main() -> None:
     for variant, us in results.items():
         if variant == "hooks_only":
             print(f"{variant:16s} {us:7.1f} us/request (the component's hooks alone, no app)")
+            continue
+        if variant.startswith("encode_"):
+            print(f"{variant:16s} {us:7.1f} us/span (OTLP encoding on the export thread)")
             continue
         extra = f"  (+{us - bare:5.1f} us, {bare / us:.2f}x bare throughput)" if bare and variant != "bare" else ""
         print(f"{variant:16s} {us:7.1f} us/request{extra}")
