@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.servers import Background, listening_socket, wait_for_port
@@ -20,7 +21,7 @@ ROOT = HERE.parent.parent
 @pytest.mark.slow
 class TestGunicorn:
     def test_both_workers_export_and_sigterm_flushes(self, receiver: OtlpReceiver, tmp_path: Path) -> None:
-        """Each worker builds its own pipeline after fork; SIGTERM exports every finished request's span."""
+        """Pipelines built per worker after fork; SIGTERM exports every finished span; access logs correlate."""
         sock = listening_socket()
         port = sock.getsockname()[1]
         server = Background(
@@ -73,9 +74,13 @@ class TestGunicorn:
             assert receiver.spans() == []  # still queued in the workers
             server.send_signal(signal.SIGTERM)
             assert server.wait(30) == 0, server.stderr()
+            stdout = server.stdout()
         finally:
             server.close()
         spans = receiver.spans()
+        lines = [orjson.loads(line) for line in stdout.splitlines() if line.strip()]
+        access = {line["trace_id"]: line["span_id"] for line in lines if line.get("path") == "/pid"}
+        assert access == {span.trace_id: span.span_id for span in spans}  # logs and spans correlate
         assert {span.trace_id: span.attributes["process.pid"] for span in spans} == sent
         assert len(spans) == len(sent)  # one span per request, none twice
         assert {span.attributes["process.pid"] for span in spans} == pids
