@@ -49,7 +49,10 @@ def _varint(value: int) -> bytes:
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    if size < 0x80 and number < 16:  # one-byte tag and length: the common case
+        return bytes((number << 3 | 2, size)) + payload
+    return _varint(number << 3 | 2) + _varint(size) + payload
 
 
 def _any_value(value: Any) -> bytes:
@@ -66,29 +69,45 @@ def _any_value(value: Any) -> bytes:
     return _field(1, str(value).encode("utf-8", "surrogatepass"))
 
 
+_keys: dict[str, bytes] = {}
+
+
 def _key_value(key: str, value: Any) -> bytes:
-    return _field(1, key.encode("utf-8", "surrogatepass")) + _field(2, _any_value(value))
+    encoded_key = _keys.get(key)
+    if encoded_key is None:
+        encoded_key = _field(1, key.encode("utf-8", "surrogatepass"))
+        if len(_keys) >= CACHE_MAX:
+            _keys.clear()
+        _keys[key] = encoded_key
+    return encoded_key + _field(2, _any_value(value))
+
+
+# Values unique to (almost) every request: caching them would only churn the cache.
+UNCACHED_KEYS = frozenset({"url.path", "request_id", "client.address", "exception.message", "exception.stacktrace"})
 
 
 class _Cache:
-    """Encoded KeyValue fields by (key, value); cleared whole when full, so it stays bounded."""
+    """Encoded KeyValue fields (tagged with ``number``) by key and value; bounded: cleared whole when full."""
 
-    def __init__(self) -> None:
+    def __init__(self, number: int) -> None:
+        self.number = number
         self.pairs: dict[tuple[str, type, Any], bytes] = {}
 
-    def attributes(self, number: int, attributes: Any) -> bytes:
+    def attributes(self, attributes: Any) -> bytes:
         pairs = self.pairs
         out = []
         for key, value in attributes.items():
+            if key in UNCACHED_KEYS or isinstance(value, list):
+                out.append(_field(self.number, _key_value(key, value)))
+                continue
             # The type is part of the key: True == 1 and 1 == 1.0, but they encode differently.
-            cache_key = (key, type(value), value) if not isinstance(value, list) else None
-            encoded = pairs.get(cache_key) if cache_key is not None else None
+            cache_key = (key, type(value), value)
+            encoded = pairs.get(cache_key)
             if encoded is None:
-                encoded = _field(number, _key_value(key, value))
-                if cache_key is not None:
-                    if len(pairs) >= CACHE_MAX:
-                        pairs.clear()
-                    pairs[cache_key] = encoded
+                encoded = _field(self.number, _key_value(key, value))
+                if len(pairs) >= CACHE_MAX:
+                    pairs.clear()
+                pairs[cache_key] = encoded
             out.append(encoded)
         return b"".join(out)
 
@@ -96,11 +115,11 @@ class _Cache:
 def _event(event: Event, cache: _Cache) -> bytes:
     body = b"\x09" + _fixed64(event.timestamp) + _field(2, event.name.encode("utf-8", "surrogatepass"))
     if event.attributes:
-        body += cache.attributes(3, event.attributes)
+        body += cache.attributes(event.attributes)
     return _field(11, body)
 
 
-def _span(span: ReadableSpan, cache: _Cache) -> bytes:
+def _span(span: ReadableSpan, cache: _Cache, event_cache: _Cache) -> bytes:
     context = span.context
     parts = [
         b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
@@ -116,9 +135,9 @@ def _span(span: ReadableSpan, cache: _Cache) -> bytes:
     parts.append(b"\x39" + _fixed64(span.start_time or 0))
     parts.append(b"\x41" + _fixed64(span.end_time or 0))
     if span.attributes:
-        parts.append(cache.attributes(9, span.attributes))
+        parts.append(cache.attributes(span.attributes))
     for event in span.events:
-        parts.append(_event(event, cache))
+        parts.append(_event(event, event_cache))
     status = span.status
     body = b""
     if status.description:
@@ -136,7 +155,8 @@ class RequestSpanEncoder:
 
     def __init__(self, scope: InstrumentationScope) -> None:
         self.scope = scope
-        self._cache = _Cache()
+        self._cache = _Cache(9)  # Span.attributes
+        self._event_cache = _Cache(3)  # Span.Event.attributes
         self._heads: dict[Resource, bytes] = {}
         encoded_scope = _field(1, scope.name.encode())
         if scope.version:
@@ -146,7 +166,7 @@ class RequestSpanEncoder:
     def _resource(self, resource: Resource) -> bytes:
         head = self._heads.get(resource)
         if head is None:
-            head = _field(1, _Cache().attributes(1, resource.attributes))
+            head = _field(1, _Cache(1).attributes(resource.attributes))
             if resource.schema_url:
                 head += _field(3, resource.schema_url.encode())
             self._heads = {resource: head}  # one resource per process in practice
@@ -156,10 +176,10 @@ class RequestSpanEncoder:
         """The serialized request for ``spans``."""
         ours: dict[Resource, list[bytes]] = {}
         others: list[ReadableSpan] = []
-        cache = self._cache
+        cache, event_cache = self._cache, self._event_cache
         for span in spans:
             if span.instrumentation_scope is self.scope and not span.links:
-                ours.setdefault(span.resource, []).append(_span(span, cache))
+                ours.setdefault(span.resource, []).append(_span(span, cache, event_cache))
             else:
                 others.append(span)
         out = [self._resource_spans(resource, encoded) for resource, encoded in ours.items()]

@@ -64,6 +64,7 @@ class TestRequestSpanEncoder:
                     "numbers": (1, 2, 3),
                     "unicode": "naïve ☃",
                     "empty": "",
+                    "long": "x" * 20000,
                 },
                 kind=SpanKind.INTERNAL,
                 name="",
@@ -97,6 +98,13 @@ class TestRequestSpanEncoder:
         )
         [linked_span] = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans if s.links]
         assert linked_span.links[0].span_id.hex() == f"{0xDEF:016x}"
+
+    def test_same_pair_on_span_and_event_keeps_each_field(self) -> None:
+        """A key/value pair cached as a span attribute is not reused, mistagged, for an event's attribute."""
+        spans = [
+            request_span(i, attributes={"k": "v"}, events=[Event("e", {"k": "v"}, 5)] if i else []) for i in range(2)
+        ]
+        assert decoded(RequestSpanEncoder(SCOPE).encode(spans)) == encode_spans(spans)
 
     def test_bool_and_int_attributes_are_not_confused_by_the_cache(self) -> None:
         """Equal-comparing values of different types (True, 1, 1.0) keep their own encodings."""
