@@ -71,8 +71,9 @@ def start(settings: Settings | None = None) -> Pipeline | None:
 def init_worker(settings: Settings | None = None) -> None:
     """Create this worker's tracing pipeline now; call it from gunicorn's ``post_fork`` hook.
 
-    Without the call, the first traced request creates it. ``settings`` default to the ones
-    ``opskit.instrument`` was given, else to the environment.
+    Uses ``settings``, else the ones the tracing component was created with, else the environment
+    (``opskit.instrument`` builds its components when the app starts, so in a post_fork hook it is
+    usually the environment). Without the call, lifespan startup or the first request builds it.
     """
     start(settings)
 

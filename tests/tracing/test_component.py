@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 import opskit.tracing
 from opskit.instrument import build_components
 from opskit.settings import load_settings
-from opskit.tracing import TracingComponent
+from opskit.tracing import TracingComponent, _lifecycle
 from tests.conftest import LogReader
 from tests.tracing.app import create
 from tests.tracing.receiver import OtlpReceiver, ReceivedSpan
@@ -230,6 +230,17 @@ class TestCost:
         assert len(exporters()) == len(before) + 1
         opskit.tracing.shutdown()
         assert exporters() == before
+
+    def test_init_worker_builds_from_the_environment(
+        self, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """In post_fork, before the app has started, init_worker builds the pipeline from OTEL_* variables."""
+        monkeypatch.setattr(_lifecycle, "_settings", None)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+        opskit.tracing.init_worker()
+        assert _lifecycle.pipeline is not None
+        assert _lifecycle.pipeline.resource.attributes["service.name"] == "from-env"
 
     def test_lifespan_shutdown_flushes(self, receiver: OtlpReceiver) -> None:
         """Spans queued when the app shuts down (lifespan) are exported before it exits."""
