@@ -119,7 +119,7 @@ class TracingSettings(SettingsSection):
     )
     k8s_namespace_name: str = Field(
         "",
-        validation_alias=env("K8S_NAMESPACE_NAME", "OPSKIT_K8S_NAMESPACE_NAME", "k8s_namespace_name"),
+        validation_alias=env("K8S_NAMESPACE_NAME", "K8S_NAMESPACE", "OPSKIT_K8S_NAMESPACE_NAME", "k8s_namespace_name"),
         description="Resource attribute `k8s.namespace.name` (downward API).",
     )
     k8s_node_name: str = Field(

@@ -132,6 +132,16 @@ class TestResource:
         assert attributes["team"] == "payments"
         assert attributes["telemetry.sdk.language"] == "python"
 
+    def test_helm_chart_variables(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The chart's K8S_NAMESPACE and its OTEL_RESOURCE_ATTRIBUTES list are understood."""
+        monkeypatch.setenv("K8S_NAMESPACE", "shop")
+        monkeypatch.setenv(
+            "OTEL_RESOURCE_ATTRIBUTES", "k8s.pod.name=api-1,k8s.pod.uid=0f9e-11,k8s.deployment.name=api,team=core"
+        )
+        attributes = dict(build_resource(load_settings()).attributes)
+        assert attributes["k8s.namespace.name"] == "shop"
+        assert (attributes["k8s.pod.uid"], attributes["k8s.deployment.name"]) == ("0f9e-11", "api")
+
     def test_resource_attributes_name_the_service_when_nothing_else_does(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without OTEL_SERVICE_NAME, service.name from OTEL_RESOURCE_ATTRIBUTES is kept; no empty k8s keys."""
         monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes")
