@@ -3,7 +3,7 @@
 ``opskit.instrument(app)`` adds the tracing component when an exporter is configured
 (``OTEL_TRACES_EXPORTER``, or an ``OTEL_EXPORTER_OTLP_*ENDPOINT``); with none, nothing is added and
 tracing costs nothing. Under gunicorn, call :func:`init_worker` from ``post_fork`` and
-:func:`shutdown` from ``worker_exit`` (opskit's gunicorn configuration does both).
+:func:`shutdown` from ``worker_exit``.
 """
 
 from __future__ import annotations

@@ -64,6 +64,14 @@ class TestServerSpan:
         assert span.resource["deployment.environment"] == "prod"
         assert (span.trace_id, span.span_id) == (r.json()["trace_id"], r.json()["span_id"])
 
+    def test_fastapi_native_spans_are_switched_off(self, receiver: OtlpReceiver) -> None:
+        """Once opskit's provider is global, FastAPI's own telemetry does not trace requests a second time."""
+        c = client(receiver)
+        for i in range(3):
+            c.get(f"/items/{i}")
+        spans = exported(receiver)
+        assert [(s.name, s.kind) for s in spans] == [("GET /items/{item_id}", SERVER)] * 3
+
     def test_route_is_known_without_other_features(self, receiver: OtlpReceiver) -> None:
         """With request IDs and logging off, tracing alone still names the span after the route."""
         client(receiver, logging_enabled=False, request_id_enabled=False).get("/items/2")
