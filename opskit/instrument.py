@@ -23,6 +23,12 @@ def build_components(settings: Settings, app: object) -> list[Component]:
     """The enabled features, in the order their ``request_started`` hooks run."""
     components: list[Component] = []
     # -- feature components: each feature registers itself here --------------------------------
+    if settings.tracing_enabled:
+        from .tracing import create_component as create_tracing
+
+        tracing = create_tracing(settings, app)
+        if tracing is not None:
+            components.append(tracing)
     from .ratelimit.component import create_component as ratelimit_component
 
     if (ratelimit := ratelimit_component(settings, app)) is not None:
