@@ -8,7 +8,6 @@ logs). On SIGABRT (gunicorn's timeout) it reports the requests in flight, then e
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -49,19 +48,6 @@ class DrainingServer(Server):
             self.force_exit = True
         elif sig != signal.SIGTERM or self.shutdown_delay <= 0:
             self.should_exit = True
-
-    async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        # Closing the servers closes the listeners; uvloop closes the descriptors itself, so
-        # gunicorn's socket objects are closed quietly here rather than logging EBADF later.
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            inner = getattr(sock, "sock", None)
-            if inner is not None:
-                with contextlib.suppress(OSError):
-                    inner.close()
-                sock.sock = None
-        await super().shutdown(sockets=None)
 
     async def on_tick(self, counter: int) -> bool:
         if self.drain_until is not None and time.monotonic() >= self.drain_until:
@@ -146,6 +132,8 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         begin_shutdown = optional_function("opskit.health", "begin_shutdown")
         self.server = DrainingServer(self.config, shutdown_delay=settings.shutdown_delay, on_drain=begin_shutdown)
         self._install_sigquit_handler()
-        await self.server.serve(sockets=self.sockets)
+        # uvloop closes the listening descriptors itself on shutdown; handing it gunicorn's
+        # wrappers would make them close the same descriptors again (and log EBADF).
+        await self.server.serve(sockets=[getattr(sock, "sock", sock) for sock in self.sockets])
         if not self.server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)

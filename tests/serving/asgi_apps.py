@@ -1,12 +1,17 @@
-"""Tiny ASGI apps served by gunicorn in the serving tests (no opskit instrumentation)."""
+"""Tiny ASGI apps served by gunicorn in the serving tests."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from pathlib import Path
 from typing import Any
 
+import opskit
+
 Scope = dict[str, Any]
+STARTED_MARKER = "SERVING_TEST_STARTED_MARKER"  # a file /slow creates when it begins
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -25,8 +30,14 @@ async def plain(scope: Scope, receive: Any, send: Any) -> None:
         await _lifespan(receive, send)
         return
     if scope["path"] == "/slow":
+        marker = os.environ.get(STARTED_MARKER)
+        if marker:
+            Path(marker).touch()  # noqa: ASYNC240 (a test app; one tiny file)
         await asyncio.sleep(2)
     elif scope["path"] == "/block":
         time.sleep(30)  # noqa: ASYNC251 (the point: a worker whose loop never comes back)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+instrumented = opskit.wrap(plain)
