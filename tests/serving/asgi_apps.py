@@ -6,15 +6,15 @@ import asyncio
 import os
 import time
 from pathlib import Path
-from typing import Any
+
+from starlette.types import Receive, Scope, Send
 
 import opskit
 
-Scope = dict[str, Any]
 STARTED_MARKER = "SERVING_TEST_STARTED_MARKER"  # a file /slow creates when it begins
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
+async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -24,7 +24,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             return
 
 
-async def plain(scope: Scope, receive: Any, send: Any) -> None:
+async def plain(scope: Scope, receive: Receive, send: Send) -> None:
     """``/`` answers ``ok``; ``/slow`` after 2 s; ``/block`` blocks the event loop for 30 s."""
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
