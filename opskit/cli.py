@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -86,6 +87,7 @@ def _serve_dev(app: str, settings: Settings) -> int:
     from .serving.options import forwarded_allow_ips
 
     configure_process_logging(settings)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # one line per file event otherwise
     trusted = forwarded_allow_ips(settings)
     uvicorn.run(
         app,

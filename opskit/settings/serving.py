@@ -122,12 +122,12 @@ class ServingSettings(SettingsSection):
 
     @field_validator("bind", "forwarded_allow_ips", mode="before")
     @classmethod
-    def _split(cls, value: object) -> object:
+    def _split_serving_lists(cls, value: object) -> object:
         return split_list(value)
 
     @field_validator("forwarded_allow_ips")
     @classmethod
-    def _addresses(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    def _serving_forwarded_addresses(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         for address in value or ():
             if address == "*":
                 continue
@@ -141,7 +141,7 @@ class ServingSettings(SettingsSection):
 
     @field_validator("host")
     @classmethod
-    def _host(cls, value: str) -> str:
+    def _serving_host(cls, value: str) -> str:
         if not value or any(c.isspace() or c in "/," for c in value):
             raise ValueError("expected a host name or IP address")
         return value
