@@ -8,9 +8,11 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.servers import Background
 from tests.serving.asgi_apps import STARTED_MARKER
 from tests.serving.processes import children, events, json_lines, opskit_serve, wait_until
 
@@ -20,11 +22,11 @@ GRACEFUL_TIMEOUT = 15
 pytestmark = pytest.mark.slow
 
 
-def request(port: int, path: str, timeout: float = 10) -> int:
+def request(port: int, path: str, timeout: float = 10, headers: dict[str, str] | None = None) -> int:
     """The status of ``GET path`` on a new connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         response.read()
         return response.status
@@ -90,7 +92,8 @@ class TestTimeout:
             [aborted] = [e for e in events(process) if e.get("event") == "worker aborted"]
             assert aborted["level"] == "error"
             assert aborted["pid"] == first
-            assert [(r["method"], r["path"]) for r in aborted["requests_in_flight"]] == [("GET", "/block")]
+            [in_flight] = aborted["requests_in_flight"]
+            assert (in_flight["method"], in_flight["path"], in_flight["request_id"]) == ("GET", "/block", "blocked-1")
             wait_until(lambda: children(process.pid) - {first} != set(), what="a replacement worker")
             assert request(port, "/") == 200
             client.join(15)
@@ -98,4 +101,34 @@ class TestTimeout:
 
 def _ignore_errors(port: int, path: str) -> None:
     with contextlib.suppress(OSError, http.client.HTTPException):
-        request(port, path, timeout=15)
+        request(port, path, timeout=15, headers={"X-Request-ID": "blocked-1"})
+
+
+def access_lines(process: Background, path: str) -> list[dict[str, Any]]:
+    return [e for e in events(process) if e.get("logger") == "opskit.access" and e.get("path") == path]
+
+
+class TestProxyHeaders:
+    def test_forwarded_headers_ignored_by_default(self) -> None:
+        """With no trusted peer, X-Forwarded-For from 127.0.0.1 changes nothing: the client is the peer."""
+        with opskit_serve(APP, {"WEB_CONCURRENCY": "1"}) as (process, port):
+            assert request(port, "/", headers={"X-Forwarded-For": "203.0.113.7"}) == 200
+            wait_until(lambda: bool(access_lines(process, "/")), what="the access line")
+            assert access_lines(process, "/")[0]["client"] == "127.0.0.1"
+
+    def test_forwarded_allow_ips_applies_them(self) -> None:
+        """FORWARDED_ALLOW_IPS=127.0.0.1 makes uvicorn take the client from X-Forwarded-For."""
+        with opskit_serve(APP, {"WEB_CONCURRENCY": "1", "FORWARDED_ALLOW_IPS": "127.0.0.1"}) as (process, port):
+            assert request(port, "/", headers={"X-Forwarded-For": "203.0.113.7"}) == 200
+            wait_until(lambda: bool(access_lines(process, "/")), what="the access line")
+            assert access_lines(process, "/")[0]["client"] == "203.0.113.7"
+
+
+class TestStartupDelay:
+    def test_listener_opens_after_the_delay(self) -> None:
+        """OPSKIT_STARTUP_DELAY is logged before the listener opens; then the server answers."""
+        with opskit_serve(APP, {"WEB_CONCURRENCY": "1", "OPSKIT_STARTUP_DELAY": "0.5"}) as (process, port):
+            assert request(port, "/healthz") == 200
+            names = [e.get("event") for e in events(process)]
+            delay = names.index("start-up delay")
+            assert any(str(n).startswith("Listening at") for n in names[delay:])
