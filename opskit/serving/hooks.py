@@ -22,6 +22,7 @@ from .sizing import worker_count
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _private_dirs: list[str] = []
+_metrics_dir: list[str] = []  # the directory prepared by on_starting, for child_exit
 
 
 def _metrics_directory() -> str | None:
@@ -36,6 +37,7 @@ def _metrics_directory() -> str | None:
         _private_dirs.append(path)
     # prometheus_client reads the variable itself, in each worker: set it before they fork.
     os.environ[MULTIPROC_ENV] = path
+    _metrics_dir[:] = [path]
     prepare = optional_function("opskit.metrics.multiprocess", "prepare_directory")
     if prepare is not None:
         prepare(path)
@@ -79,13 +81,15 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """Master, after a worker died: drop its live-gauge files from the metrics directory."""
+    if not _metrics_dir:
+        return
     worker_exited = optional_function("opskit.metrics.multiprocess", "worker_exited")
     if worker_exited is not None:
-        worker_exited(worker.pid)
-    elif os.environ.get(MULTIPROC_ENV):
-        mark_process_dead = optional_function("prometheus_client.multiprocess", "mark_process_dead")
-        if mark_process_dead is not None:
-            mark_process_dead(worker.pid)
+        worker_exited(worker.pid, _metrics_dir[0])
+        return
+    mark_process_dead = optional_function("prometheus_client.multiprocess", "mark_process_dead")
+    if mark_process_dead is not None:
+        mark_process_dead(worker.pid, _metrics_dir[0])
 
 
 def worker_exit(server: Any, worker: Any) -> None:
