@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -49,7 +48,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _fail(message: str, *, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"level": "critical", "logger": "opskit.cli", "event": message}), file=sys.stderr)
+        from .serving.logs import fatal_line
+
+        print(fatal_line(message, "opskit.cli"), file=sys.stderr)
     else:
         print(f"opskit: {message}", file=sys.stderr)
     return 2

@@ -7,9 +7,18 @@ comes from opskit's settings object: see README's configuration table for the va
 
 from __future__ import annotations
 
-from opskit.serving.options import active_settings, gunicorn_options
+import sys
 
-_options = gunicorn_options(active_settings())
+from opskit.serving.logs import fatal_line
+from opskit.serving.options import active_settings, gunicorn_options
+from opskit.settings import ConfigError
+
+try:
+    _options = gunicorn_options(active_settings())
+except ConfigError as _error:
+    # One JSON line naming the variable, instead of gunicorn's "failed to read config" traceback.
+    print(fatal_line(str(_error)), file=sys.stderr)
+    raise SystemExit(2) from None
 
 bind = _options["bind"]
 workers = _options["workers"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -28,3 +29,8 @@ def flush() -> None:
         handler.flush()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+
+
+def fatal_line(message: str, logger: str = _LOGGER) -> str:
+    """One JSON line for an error that stops the process before logging is configured."""
+    return json.dumps({"level": "critical", "logger": logger, "event": message})

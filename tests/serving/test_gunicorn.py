@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -86,6 +87,15 @@ class TestInvalidValues:
         [line] = result.stderr.splitlines()
         assert f"{variable}={value!r}" in line
         assert '"level": "critical"' in line
+
+    def test_plain_gunicorn_config_names_the_variable(self) -> None:
+        """With `gunicorn -c` too, a bad value exits 2 with one JSON line naming the variable."""
+        argv = [sys.executable, "-m", "gunicorn", "-c", "python:opskit.serving.gunicorn_conf", APP]
+        env = {**os.environ, "GRACEFUL_TIMEOUT": "soon"}
+        result = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert "GRACEFUL_TIMEOUT='soon'" in json.loads(line)["event"]
 
 
 class TestWorkerReplacement:
