@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.servers import ROOT, Background, free_port, wait_for_port
-from tests.serving.processes import OPSKIT, children, events, opskit_serve, wait_until
+from tests.serving.processes import OPSKIT, children, events, json_lines, opskit_serve, wait_until
 
 APP = "tests.serving.asgi_apps:plain"
 
@@ -96,6 +96,26 @@ class TestInvalidValues:
         assert result.returncode == 2
         [line] = result.stderr.splitlines()
         assert "GRACEFUL_TIMEOUT='soon'" in json.loads(line)["event"]
+
+
+class TestAppLoadErrors:
+    @pytest.mark.parametrize(
+        ("app", "code", "needle"),
+        [
+            ("tests.serving.no_such_module:app", 4, "No module named 'tests.serving.no_such_module'"),
+            ("tests.serving.asgi_apps:missing", 4, "missing"),
+            ("tests.serving.broken_app:app", 3, "configuration file missing"),
+        ],
+    )
+    def test_exit_with_json_lines_only(self, app: str, code: int, needle: str) -> None:
+        """An app that cannot be imported stops the server with gunicorn's exit code; every line is JSON."""
+        env = {**os.environ, "WEB_CONCURRENCY": "1", "PORT": str(free_port())}
+        result = subprocess.run([OPSKIT, "serve", app], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == code
+        lines = json_lines(result.stdout) + json_lines(result.stderr)
+        [failure] = [line for line in lines if line["event"] == "app failed to load"]
+        assert failure["level"] == "critical" and failure["app"] == app
+        assert needle in json.dumps(failure["exception"])
 
 
 class TestWorkerReplacement:
