@@ -21,12 +21,13 @@ from .sizing import worker_count
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-_private_dirs: list[str] = []
-_metrics_dir: list[str] = []  # the directory prepared by on_starting, for child_exit
+_private_dirs: list[str] = []  # made by this master, removed on exit
+_metrics_dir: str | None = None  # prepared by on_starting, for child_exit
 
 
 def _metrics_directory() -> str | None:
     """Prepare (create and wipe) the multiprocess metrics directory; returns its path."""
+    global _metrics_dir
     settings = active_settings()
     if not settings.metrics_enabled:
         return None
@@ -35,9 +36,9 @@ def _metrics_directory() -> str | None:
     if not path:
         path = tempfile.mkdtemp(prefix="opskit-metrics-")
         _private_dirs.append(path)
-    # prometheus_client reads the variable itself, in each worker: set it before they fork.
+    # Workers read the variable (their settings, prometheus_client): set it before they fork.
     os.environ[MULTIPROC_ENV] = path
-    _metrics_dir[:] = [path]
+    _metrics_dir = path
     prepare = optional_function("opskit.metrics.multiprocess", "prepare_directory")
     if prepare is not None:
         prepare(path)
@@ -81,15 +82,15 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """Master, after a worker died: drop its live-gauge files from the metrics directory."""
-    if not _metrics_dir:
+    if _metrics_dir is None:
         return
     worker_exited = optional_function("opskit.metrics.multiprocess", "worker_exited")
     if worker_exited is not None:
-        worker_exited(worker.pid, _metrics_dir[0])
+        worker_exited(worker.pid, _metrics_dir)
         return
     mark_process_dead = optional_function("prometheus_client.multiprocess", "mark_process_dead")
     if mark_process_dead is not None:
-        mark_process_dead(worker.pid, _metrics_dir[0])
+        mark_process_dead(worker.pid, _metrics_dir)
 
 
 def worker_exit(server: Any, worker: Any) -> None:
@@ -118,6 +119,9 @@ def worker_abort(worker: Any) -> None:
 
 def on_exit(server: Any) -> None:
     """Master exit: the private metrics directory is removed."""
+    global _metrics_dir
+    if _metrics_dir in _private_dirs:
+        _metrics_dir = None
     while _private_dirs:
         shutil.rmtree(_private_dirs.pop(), ignore_errors=True)
     flush()

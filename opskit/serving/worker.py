@@ -8,6 +8,7 @@ logs). On SIGABRT (gunicorn's timeout) it reports the requests in flight, then e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -76,12 +77,12 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # uvicorn's loggers go to the root logger, which opskit's logging writes as JSON;
-        # its access log stays silent (no handler anywhere): opskit writes the access log.
+        # uvicorn-worker points uvicorn's loggers at gunicorn's handlers and stops propagation;
+        # opskit's JSON logging is on the root logger instead.
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
             logger = logging.getLogger(name)
             logger.handlers.clear()
-            logger.propagate = name != "uvicorn.access"
+            logger.propagate = True
             logger.setLevel(logging.NOTSET)
         # Proxy headers are applied only when some peer is trusted (FORWARDED_ALLOW_IPS).
         self.config.proxy_headers = bool(self.cfg.forwarded_allow_ips)
@@ -102,8 +103,6 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
             os._exit(1)
 
     def _install_sigquit_handler(self) -> None:
-        import asyncio
-
         # gunicorn's quick shutdown (SIGQUIT, after SIGINT to the master): no drain delay.
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quit)
 
@@ -128,6 +127,9 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
+        # The app is imported by now (its own logging set-up included): uvicorn's access log stays
+        # off whatever that did, since opskit writes the access log.
+        logging.getLogger("uvicorn.access").disabled = True
         settings = active_settings()
         begin_shutdown = optional_function("opskit.health", "begin_shutdown")
         self.server = DrainingServer(self.config, shutdown_delay=settings.shutdown_delay, on_drain=begin_shutdown)

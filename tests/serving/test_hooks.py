@@ -21,7 +21,6 @@ def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     yield
     hooks.on_exit(SimpleNamespace())
-    hooks._metrics_dir.clear()
     use_settings(load_settings())
 
 

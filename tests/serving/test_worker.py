@@ -74,7 +74,8 @@ class TestGracefulShutdown:
             # Every line of stdout and stderr, gunicorn's and uvicorn's included, is JSON.
             lines = json_lines(process.stdout()) + json_lines(process.stderr())
             loggers = {line.get("logger") for line in lines}
-            assert {"gunicorn.error", "uvicorn.error", "opskit.serving"} <= loggers
+            assert {"gunicorn.error", "uvicorn.error", "opskit.serving", "opskit.access"} <= loggers
+            assert "uvicorn.access" not in loggers and "gunicorn.access" not in loggers
             assert any(line.get("event") == "Handling signal: term" for line in lines)
 
 
@@ -122,6 +123,18 @@ class TestProxyHeaders:
             assert request(port, "/", headers={"X-Forwarded-For": "203.0.113.7"}) == 200
             wait_until(lambda: bool(access_lines(process, "/")), what="the access line")
             assert access_lines(process, "/")[0]["client"] == "203.0.113.7"
+
+
+class TestAccessLog:
+    def test_no_server_access_log_when_opskit_is_off(self) -> None:
+        """With opskit's access log switched off, neither uvicorn nor gunicorn writes one instead."""
+        with opskit_serve(APP, {"WEB_CONCURRENCY": "1", "OPSKIT_ACCESS_LOG_ENABLED": "false"}) as (process, port):
+            assert request(port, "/") == 200
+            assert request(port, "/healthz") == 200
+            process.stop(signal.SIGTERM, timeout=20)
+            loggers = {e.get("logger") for e in events(process)}
+            assert "uvicorn.error" in loggers
+            assert not loggers & {"uvicorn.access", "gunicorn.access", "opskit.access"}
 
 
 class TestStartupDelay:
