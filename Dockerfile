@@ -31,7 +31,8 @@ WORKDIR /app
 COPY examples ./examples
 USER 10001:10001
 EXPOSE 8000
-HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["opskit", "healthcheck"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["opskit"]
 CMD ["serve", "examples.demo:app"]

@@ -34,9 +34,6 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "config", parents=[overrides], help="print the effective configuration and where each value came from"
     )
-    commands.add_parser(
-        "healthcheck", parents=[overrides], help="exit 0 when the local server's liveness endpoint answers 200"
-    )
     return parser
 
 
@@ -65,20 +62,6 @@ def _config(settings: Settings, overrides: dict[str, Any]) -> int:
     derived = {"workers": f"{sizing.workers} ({sizing.reason})", "bind": ",".join(bind_addresses(settings))}
     print(render(settings, overrides, derived))
     return 0
-
-
-def _healthcheck(settings: Settings) -> int:
-    import urllib.request
-
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    host = f"[{host}]" if ":" in host else host
-    url = f"http://{host}:{settings.port}{settings.health_path}"
-    try:
-        with urllib.request.urlopen(url, timeout=3) as response:
-            return 0 if response.status == 200 else 1
-    except OSError as exc:
-        print(f"opskit: {url}: {exc}", file=sys.stderr)
-        return 1
 
 
 def _serve_dev(app: str, settings: Settings) -> int:
@@ -124,8 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
     except ConfigError as exc:
         return _fail(str(exc), as_json=serving)
-    if args.command == "healthcheck":
-        return _healthcheck(settings)
     if not serving:
         return _config(settings, overrides)
     # Like `python -m`, the current directory is importable: `opskit serve app:app` finds ./app.py.
