@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from ._base import SettingsSection, env, split_list
@@ -116,8 +116,8 @@ class ServingSettings(SettingsSection):
         0.0,
         ge=0,
         le=600,
-        description="Seconds to keep serving after SIGTERM with readiness at 503 before the listener closes, "
-        "so load balancers stop routing first (the Helm chart uses a preStop hook instead).",
+        description="Seconds (less than `GRACEFUL_TIMEOUT`) to keep serving after SIGTERM with readiness at 503 "
+        "before the listener closes, so load balancers stop routing first (the Helm chart uses a preStop hook).",
     )
 
     @field_validator("bind", "forwarded_allow_ips", mode="before")
@@ -137,6 +137,14 @@ class ServingSettings(SettingsSection):
                 raise ValueError(
                     f"{address!r} is not an address; expected IPs or CIDRs like 10.0.0.0/8, or *"
                 ) from None
+        return value
+
+    @field_validator("shutdown_delay")
+    @classmethod
+    def _serving_delay_fits(cls, value: float, info: ValidationInfo) -> float:
+        graceful = info.data.get("graceful_timeout")
+        if graceful is not None and value >= graceful:
+            raise ValueError(f"must be shorter than GRACEFUL_TIMEOUT ({graceful}s), which includes it")
         return value
 
     @field_validator("host")

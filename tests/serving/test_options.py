@@ -66,3 +66,14 @@ class TestOptions:
         assert options["worker_class"] == WORKER_CLASS
         assert options["accesslog"] is None
         assert options["control_socket_disable"] is True
+
+
+class TestShutdownDelay:
+    def test_must_fit_in_graceful_timeout(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A shutdown delay that leaves no time to drain is rejected, naming the variable."""
+        monkeypatch.setenv("GRACEFUL_TIMEOUT", "10")
+        monkeypatch.setenv("OPSKIT_SHUTDOWN_DELAY", "10")
+        with pytest.raises(ConfigError, match="OPSKIT_SHUTDOWN_DELAY=.*GRACEFUL_TIMEOUT"):
+            load_settings()
+        monkeypatch.setenv("OPSKIT_SHUTDOWN_DELAY", "5")
+        assert load_settings().shutdown_delay == 5
