@@ -55,7 +55,8 @@ def _levels(mount: Path, cgroup_path: str) -> Iterator[Path]:
     """
     relative = PurePosixPath(cgroup_path or "/").relative_to("/")
     leaf = mount / relative
-    if not leaf.is_dir():
+    # "/../.." appears for a process outside the namespace's root: never read above the mount.
+    if ".." in relative.parts or not leaf.is_dir():
         yield mount
         return
     yield leaf

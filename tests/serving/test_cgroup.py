@@ -70,6 +70,13 @@ class TestCpuV2:
         write(root / "cpu.max", "300000 100000")
         assert cgroup.cpu_limit(root, proc) == 3.0
 
+    def test_path_above_the_namespace_root_reads_the_mount_root(self, tmp_path: Path) -> None:
+        """A `/../..` path (process outside the namespace root) never reads files above the mount."""
+        root, proc = v2_tree(tmp_path, "/../..")
+        write(root / "cpu.max", "200000 100000")
+        write(tmp_path / "cpu.max", "10000 100000")  # above the mount: must be ignored
+        assert cgroup.cpu_limit(root, proc) == 2.0
+
     def test_garbage_is_ignored(self, tmp_path: Path) -> None:
         """An unreadable cpu.max counts as no limit, never as an error."""
         root, proc = v2_tree(tmp_path)
