@@ -34,5 +34,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["opskit"]
-CMD ["serve", "examples.demo:app"]
+# No ENTRYPOINT: `docker run IMAGE opskit config` and a compose `command:` replace the whole line.
+CMD ["opskit", "serve", "examples.demo:app"]

@@ -110,7 +110,7 @@ class TestHardening:
         assert stage.env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
         assert stage.env["HOME"] == stage.env["TMPDIR"] == "/tmp"
         assert stage.expose == [stage.env["PORT"]]
-        assert stage.entrypoint + stage.cmd[:1] == ["opskit", "serve"]
+        assert (stage.entrypoint + stage.cmd)[:2] == ["opskit", "serve"]
         assert stage.healthcheck[:2] == ["python", "-c"] and "/healthz" in stage.healthcheck[2]
 
     def test_no_compilers_in_final_stage(self) -> None:
