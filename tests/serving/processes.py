@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,13 +52,18 @@ def events(process: Background) -> list[dict[str, Any]]:
 def opskit_serve(
     app: str, env: dict[str, str] | None = None, *, wait: bool = True, cwd: Path = ROOT
 ) -> Iterator[tuple[Background, int]]:
-    """``opskit serve app`` on a free loopback port; yields the process and the port."""
+    """``opskit serve app`` on a free loopback port; yields the process and the port.
+
+    The server gets a private TMPDIR, so what it leaves behind when killed (its metrics
+    directory) goes with the test.
+    """
     port = free_port()
-    base = {"HOST": "127.0.0.1", "PORT": str(port), "OPSKIT_METRICS_ENABLED": "true"}
-    process = Background([OPSKIT, "serve", app], env={**base, **(env or {})}, cwd=cwd)
-    try:
-        if wait:
-            wait_for_port(port)
-        yield process, port
-    finally:
-        process.close()
+    with tempfile.TemporaryDirectory(prefix="opskit-serve-", ignore_cleanup_errors=True) as tmp:
+        base = {"HOST": "127.0.0.1", "PORT": str(port), "OPSKIT_METRICS_ENABLED": "true", "TMPDIR": tmp}
+        process = Background([OPSKIT, "serve", app], env={**base, **(env or {})}, cwd=cwd)
+        try:
+            if wait:
+                wait_for_port(port)
+            yield process, port
+        finally:
+            process.close()

@@ -10,6 +10,7 @@ import shutil
 import signal
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -31,12 +32,12 @@ def fetch(url: str) -> tuple[int, bytes]:
 
 
 class TestMakeDemo:
-    def test_serves_the_printed_urls(self) -> None:
+    def test_serves_the_printed_urls(self, tmp_path: Path) -> None:
         """`make demo` prints its URLs, runs 2 workers, and each URL answers; SIGTERM stops it cleanly."""
         make = shutil.which("make")
         assert make is not None
         port = free_port()
-        process = Background([make, "-s", "demo", f"DEMO_PORT={port}"], cwd=ROOT)
+        process = Background([make, "-s", "demo", f"DEMO_PORT={port}"], cwd=ROOT, env={"TMPDIR": str(tmp_path)})
         try:
             wait_for_port(port, timeout=60)
             printed = re.findall(r"^\s+(\w+)\s+(http://\S+)$", process.stdout(), re.MULTILINE)

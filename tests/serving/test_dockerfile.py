@@ -135,7 +135,9 @@ class TestContainerCommand:
         env["PATH"] = env["PATH"].replace("$PATH", os.environ["PATH"])
         port = free_port()
         # What differs from a container: a free port on loopback and a private metrics directory.
-        env.update(PORT=str(port), HOST="127.0.0.1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+        env.update(
+            PORT=str(port), HOST="127.0.0.1", PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), TMPDIR=str(tmp_path)
+        )
         workdir = tmp_path / "app"
         shutil.copytree(ROOT / "examples", workdir / "examples", ignore=shutil.ignore_patterns("__pycache__"))
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OPSKIT_", "PROMETHEUS_"))}

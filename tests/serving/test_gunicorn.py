@@ -107,9 +107,9 @@ class TestAppLoadErrors:
             ("tests.serving.broken_app:app", 3, "configuration file missing"),
         ],
     )
-    def test_exit_with_json_lines_only(self, app: str, code: int, needle: str) -> None:
+    def test_exit_with_json_lines_only(self, app: str, code: int, needle: str, tmp_path: Path) -> None:
         """An app that cannot be imported stops the server with gunicorn's exit code; every line is JSON."""
-        env = {**os.environ, "WEB_CONCURRENCY": "1", "PORT": str(free_port())}
+        env = {**os.environ, "WEB_CONCURRENCY": "1", "PORT": str(free_port()), "TMPDIR": str(tmp_path)}
         result = subprocess.run([OPSKIT, "serve", app], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert result.returncode == code
         lines = json_lines(result.stdout) + json_lines(result.stderr)
@@ -134,11 +134,11 @@ class TestWorkerReplacement:
 
 
 class TestGunicornConfigModule:
-    def test_plain_gunicorn_with_the_shipped_config(self) -> None:
+    def test_plain_gunicorn_with_the_shipped_config(self, tmp_path: Path) -> None:
         """`gunicorn -c deploy/gunicorn.conf.py` runs opskit's configuration: env-sized workers, JSON logs."""
         port = free_port()
         argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), APP]
-        env = {"WEB_CONCURRENCY": "2", "BIND": f"127.0.0.1:{port}"}
+        env = {"WEB_CONCURRENCY": "2", "BIND": f"127.0.0.1:{port}", "TMPDIR": str(tmp_path)}
         process = Background(argv, env=env, cwd=ROOT)
         try:
             wait_for_port(port)
