@@ -86,6 +86,11 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
             logger.setLevel(logging.NOTSET)
         # Proxy headers are applied only when some peer is trusted (FORWARDED_ALLOW_IPS).
         self.config.proxy_headers = bool(self.cfg.forwarded_allow_ips)
+        # Requests still running when GRACEFUL_TIMEOUT is near are cancelled by the worker itself,
+        # a second early, so that the app's shutdown and the span/log flush still run before the
+        # master's SIGKILL.
+        budget = self.cfg.graceful_timeout - active_settings().shutdown_delay - 1.0
+        self.config.timeout_graceful_shutdown = max(0.5, budget)
         self.server: DrainingServer | None = None
 
     def init_signals(self) -> None:

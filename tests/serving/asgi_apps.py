@@ -25,15 +25,15 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 async def plain(scope: Scope, receive: Receive, send: Send) -> None:
-    """``/`` answers ``ok``; ``/slow`` after 2 s; ``/block`` blocks the event loop for 30 s."""
+    """``/`` answers ``ok``; ``/slow`` after 2 s; ``/hang`` after 60 s; ``/block`` blocks the loop for 30 s."""
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
-    if scope["path"] == "/slow":
+    if scope["path"] in ("/slow", "/hang"):
         marker = os.environ.get(STARTED_MARKER)
         if marker:
             Path(marker).touch()  # noqa: ASYNC240 (a test app; one tiny file)
-        await asyncio.sleep(2)
+        await asyncio.sleep(2 if scope["path"] == "/slow" else 60)
     elif scope["path"] == "/block":
         time.sleep(30)  # noqa: ASYNC251 (the point: a worker whose loop never comes back)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})

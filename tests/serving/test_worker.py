@@ -78,6 +78,24 @@ class TestGracefulShutdown:
             assert "uvicorn.access" not in loggers and "gunicorn.access" not in loggers
             assert any(line.get("event") == "Handling signal: term" for line in lines)
 
+    def test_overrunning_request_is_cancelled_by_the_worker(self, tmp_path: Path) -> None:
+        """A request outliving GRACEFUL_TIMEOUT is cancelled by the worker, which still exits cleanly."""
+        marker = tmp_path / "started"
+        env = {"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "3", STARTED_MARKER: str(marker)}
+        with opskit_serve(APP, env) as (process, port):
+            client = threading.Thread(target=lambda: _ignore_errors(port, "/hang"), daemon=True)
+            client.start()
+            wait_until(lambda: len(children(process.pid)) == 1, what="the worker")
+            [worker] = children(process.pid)
+            wait_until(marker.exists, what="the request to start")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(GRACEFUL_TIMEOUT) == 0
+            lines = events(process)
+            assert any(str(e.get("event")).startswith("Cancel 1 running task") for e in lines)
+            assert any(e.get("event") == f"Worker exiting (pid: {worker})" for e in lines)
+            assert not any("SIGKILL" in str(e.get("event")) for e in lines)
+            client.join(15)
+
 
 class TestTimeout:
     def test_blocked_worker_is_aborted_and_reported(self) -> None:
