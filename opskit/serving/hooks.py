@@ -73,7 +73,10 @@ def when_ready(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """New worker: logging re-configured for this process, tracing exporters started."""
+    """New worker: stop signals held, logging re-configured for this process, tracing exporters started."""
+    hold = getattr(worker, "hold_stop_signals", None)
+    if callable(hold):
+        hold()
     configure_process_logging(active_settings())
     init_worker = optional_function("opskit.tracing", "init_worker")
     if init_worker is not None:

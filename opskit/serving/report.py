@@ -69,7 +69,7 @@ def _show(value: Any) -> str:
     if value is None:
         return "(unset)"
     if isinstance(value, tuple):
-        return ",".join(value) if value else "(empty)"
+        return ",".join(str(v) for v in value) if value else "(empty)"
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

@@ -93,10 +93,22 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         self.config.timeout_graceful_shutdown = max(0.5, budget)
         self.server: DrainingServer | None = None
 
+    def hold_stop_signals(self) -> None:
+        """Right after fork, remember stop signals until this worker installs its own handlers.
+
+        Until then the master's handlers, inherited by the fork, would swallow them: a worker
+        told to stop while booting would boot and serve on until the master's SIGKILL.
+        """
+        self.held_signals: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, lambda sig, frame: self.held_signals.append(sig))
+
     def init_signals(self) -> None:
         super().init_signals()
         # uvicorn-worker leaves SIGABRT at its default (a core dump): report the timeout instead.
         signal.signal(signal.SIGABRT, self.handle_abort)
+        if getattr(self, "held_signals", None):
+            sys.exit(0)  # asked to stop while booting: stop before loading the app
 
     def handle_abort(self, sig: int, frame: FrameType | None) -> None:
         self.alive = False

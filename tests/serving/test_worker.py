@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import Background
+from tests.servers import ROOT, Background, free_port
 from tests.serving.asgi_apps import STARTED_MARKER
 from tests.serving.processes import children, events, json_lines, opskit_serve, wait_until
 
@@ -95,6 +96,34 @@ class TestGracefulShutdown:
             assert any(e.get("event") == f"Worker exiting (pid: {worker})" for e in lines)
             assert not any("SIGKILL" in str(e.get("event")) for e in lines)
             client.join(15)
+
+
+class TestStopWhileBooting:
+    def test_sigterm_during_worker_boot_is_not_lost(self, tmp_path: Path) -> None:
+        """SIGTERM reaching a worker before its handlers exist still stops it: no wait for the SIGKILL."""
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:tests.serving.slow_fork_conf",
+            "tests.serving.asgi_apps:plain",
+        ]
+        env = {"WEB_CONCURRENCY": "1", "BIND": f"127.0.0.1:{port}", "GRACEFUL_TIMEOUT": "10", "TMPDIR": str(tmp_path)}
+        process = Background(argv, env=env, cwd=ROOT)
+        try:
+            wait_until(
+                lambda: any(str(e.get("event")).startswith("Booting worker") for e in events(process)),
+                what="the worker fork",
+            )
+            process.stop(signal.SIGTERM, timeout=GRACEFUL_TIMEOUT)  # the whole group, worker included
+            lines = events(process)
+            assert any(str(e.get("event")).startswith("Worker exiting") for e in lines)
+            assert not any("SIGKILL" in str(e.get("event")) for e in lines)
+            assert not any(e.get("event") == "Application startup complete." for e in lines)
+        finally:
+            process.close()
 
 
 class TestTimeout:
