@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from opskit.cli import main
-from opskit.serving.report import _redact
+from opskit.serving.report import _redact, _show
 from tests.servers import ROOT, Background, free_port, wait_for_port
 from tests.serving.processes import OPSKIT, wait_until
 
@@ -50,6 +50,11 @@ class TestConfig:
         assert _redact("redis_url", "redis://app:hunter2@redis:6379/0") == "redis://app:[REDACTED]@redis:6379/0"
         assert _redact("otlp_headers", "authorization=Bearer x") == "[REDACTED]"
         assert _redact("service_name", "checkout") == "checkout"
+
+    def test_number_lists_are_shown(self) -> None:
+        """Tuple settings of numbers (histogram buckets) print like the comma-separated variable."""
+        assert _show((0.1, 1.0, 10.0)) == "0.1,1.0,10.0"
+        assert _show(()) == "(empty)"
 
     def test_python_dash_m(self) -> None:
         """`python -m opskit config` is the same command."""
