@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -19,10 +20,25 @@ APP = "tests.serving.asgi_apps:plain"
 
 pytestmark = pytest.mark.slow
 
+METRICS_INSTALLED = importlib.util.find_spec("opskit.metrics") is not None
+
 
 def get(port: int, path: str = "/") -> tuple[int, bytes]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
         return response.status, response.read()
+
+
+def requests_total(port: int) -> float:
+    """The sum of every ``http_requests_total`` sample one scrape of /metrics reports."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, body = get(port, "/metrics")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+        if sample.name == "http_requests_total"
+    )
 
 
 def assert_workers(process: Background, expected: int) -> None:
@@ -131,6 +147,25 @@ class TestWorkerReplacement:
             )
             assert get(port) == (200, b"ok")
             assert process.proc.poll() is None
+
+    @pytest.mark.skipif(not METRICS_INSTALLED, reason="needs opskit.metrics")
+    def test_metrics_survive_a_killed_worker(self) -> None:
+        """Request counts stay exact across workers when one is SIGKILLed: nothing lost, nothing doubled."""
+        with opskit_serve("tests.serving.asgi_apps:instrumented", {"WEB_CONCURRENCY": "2"}) as (process, port):
+            assert_workers(process, 2)
+            for _ in range(20):
+                assert get(port) == (200, b"ok")
+            assert requests_total(port) == 20
+            victim = min(children(process.pid))
+            os.kill(victim, signal.SIGKILL)
+            wait_until(
+                lambda: victim not in children(process.pid) and len(children(process.pid)) == 2,
+                what="a replacement worker",
+            )
+            for _ in range(10):
+                assert get(port) == (200, b"ok")
+            assert requests_total(port) == 30
+            assert requests_total(port) == 30
 
 
 class TestGunicornConfigModule:
