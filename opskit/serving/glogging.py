@@ -21,6 +21,9 @@ class GunicornLogger(glogging.Logger):  # type: ignore[misc]
     """``logger_class`` for gunicorn: JSON lines through opskit, no access log of its own."""
 
     def setup(self, cfg: Any) -> None:
+        if not active_settings().logging_enabled:
+            super().setup(cfg)  # OPSKIT_LOGGING_ENABLED=false: gunicorn's own logging, untouched
+            return
         self.cfg = cfg
         self._access_log_enabled = False
         self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO)

@@ -14,13 +14,19 @@ _LOGGER = "opskit.serving"
 
 
 def configure_process_logging(settings: Settings) -> None:
-    """Configure JSON logging in this process (the master, or a worker after fork)."""
-    configure_logging(settings)
+    """Configure JSON logging in this process (the master, or a worker after fork), unless switched off."""
+    if settings.logging_enabled:
+        configure_logging(settings)
 
 
 def log_event(level: int, event: str, **fields: Any) -> None:
-    """Write one structured line from the serving machinery."""
-    get_logger(_LOGGER).log(level, event, **fields)
+    """Write one structured line from the serving machinery (a plain stdlib record when opskit logging is off)."""
+    from .options import active_settings
+
+    if active_settings().logging_enabled:
+        get_logger(_LOGGER).log(level, event, **fields)
+    else:
+        logging.getLogger(_LOGGER).log(level, "%s %s", event, fields)
 
 
 def flush() -> None:

@@ -79,7 +79,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         # uvicorn-worker points uvicorn's loggers at gunicorn's handlers and stops propagation;
         # opskit's JSON logging is on the root logger instead.
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access") if active_settings().logging_enabled else ():
             logger = logging.getLogger(name)
             logger.handlers.clear()
             logger.propagate = True

@@ -184,6 +184,18 @@ class TestAccessLog:
             assert not loggers & {"uvicorn.access", "gunicorn.access", "opskit.access"}
 
 
+class TestLoggingSwitchedOff:
+    def test_gunicorn_logs_as_usual(self) -> None:
+        """OPSKIT_LOGGING_ENABLED=false leaves gunicorn's and uvicorn's own log format alone."""
+        with opskit_serve(APP, {"WEB_CONCURRENCY": "1", "OPSKIT_LOGGING_ENABLED": "false"}) as (process, port):
+            assert request(port, "/") == 200
+            process.stop(signal.SIGTERM, timeout=20)
+            err = process.stderr()
+            assert "[INFO] Starting gunicorn" in err
+            assert "Application startup complete." in err
+            assert '"event"' not in process.stdout() + err
+
+
 class TestStartupDelay:
     def test_listener_opens_after_the_delay(self) -> None:
         """OPSKIT_STARTUP_DELAY is logged before the listener opens; then the server answers."""
