@@ -168,6 +168,17 @@ class TestWorkerReplacement:
             assert requests_total(port) == 30
 
 
+class TestMaxRequests:
+    def test_worker_recycled_without_failed_requests(self) -> None:
+        """MAX_REQUESTS=3 replaces the only worker after 3 requests; every request still gets 200."""
+        with opskit_serve(APP, {"WEB_CONCURRENCY": "1", "MAX_REQUESTS": "3"}) as (process, port):
+            assert_workers(process, 1)
+            [first] = children(process.pid)
+            assert [get(port)[0] for _ in range(7)] == [200] * 7
+            wait_until(lambda: len(children(process.pid) - {first}) == 1, what="a recycled worker")
+            assert any(str(e.get("event")).startswith("Maximum request limit") for e in events(process))
+
+
 class TestGunicornConfigModule:
     def test_plain_gunicorn_with_the_shipped_config(self, tmp_path: Path) -> None:
         """`gunicorn -c deploy/gunicorn.conf.py` runs opskit's configuration: env-sized workers, JSON logs."""
