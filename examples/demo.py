@@ -6,7 +6,7 @@ Try it::
     curl -i -X POST localhost:8000/items -H 'content-type: application/json' -d '{"name": "lamp"}'
     curl -i localhost:8000/slow?seconds=1.5          # a slow endpoint (latency histogram)
     curl -i localhost:8000/error                     # an unhandled exception: 500 with a request ID
-    curl -i localhost:8000/limited                   # the rate-limited endpoint
+    for i in $(seq 8); do curl -s -o /dev/null -w '%{http_code} ' localhost:8000/limited; done  # 200s, then 429
     curl localhost:8000/metrics; curl localhost:8000/healthz; curl localhost:8000/readyz
 """
 
@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import BackgroundTasks, FastAPI, HTTPException
+from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 import opskit
+from opskit.ratelimit import RateLimit
 
 app = FastAPI(title="opskit demo", version="0.1.0")
 opskit.instrument(app)
@@ -84,7 +85,10 @@ async def error() -> None:
     raise RuntimeError("the demo failed on purpose")
 
 
-@app.get("/limited")
+@app.get("/limited", dependencies=[Depends(RateLimit("2/second burst=5"))])
 async def limited() -> dict[str, str]:
-    """The rate-limited endpoint (limit applied once opskit's rate limiter is configured for it)."""
+    """Rate limited per client: bursts of 5, then 2 per second; beyond that 429 with Retry-After.
+
+    The buckets live in memory per worker unless ``OPSKIT_REDIS_URL`` points at a Redis.
+    """
     return {"status": "ok"}
