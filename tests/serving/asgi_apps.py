@@ -1,4 +1,7 @@
-"""Tiny ASGI apps served by gunicorn in the serving tests."""
+"""Tiny ASGI apps served by gunicorn in the serving tests.
+
+Imported only by the servers the tests start: importing it configures opskit's logging.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,7 @@ from pathlib import Path
 from starlette.types import Receive, Scope, Send
 
 import opskit
-
-STARTED_MARKER = "SERVING_TEST_STARTED_MARKER"  # a file /slow creates when it begins
+from tests.serving.processes import STARTED_MARKER
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from tests.servers import ROOT, Background, free_port, wait_for_port
 
 OPSKIT = str(ROOT / ".venv" / "bin" / "opskit")
+STARTED_MARKER = "SERVING_TEST_STARTED_MARKER"  # names a file /slow and /hang create when they begin
 
 
 def children(pid: int) -> set[int]:

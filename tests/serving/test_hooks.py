@@ -10,18 +10,23 @@ from types import SimpleNamespace
 
 import pytest
 
-from opskit.serving import hooks
+from opskit.serving import hooks, options
 from opskit.serving.options import use_settings
 from opskit.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
 def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(hooks.MULTIPROC_ENV, raising=False)
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    yield
-    hooks.on_exit(SimpleNamespace())
-    use_settings(load_settings())
+    """The hooks export PROMETHEUS_MULTIPROC_DIR: restore it, or later servers inherit a dead path."""
+    monkeypatch.setattr(options, "_active", None)
+    saved = os.environ.pop(hooks.MULTIPROC_ENV, None)
+    try:
+        yield
+    finally:
+        hooks.on_exit(SimpleNamespace())
+        os.environ.pop(hooks.MULTIPROC_ENV, None)
+        if saved is not None:
+            os.environ[hooks.MULTIPROC_ENV] = saved
 
 
 class TestMetricsDirectory:

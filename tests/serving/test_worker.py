@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from tests.servers import ROOT, Background, free_port
-from tests.serving.asgi_apps import STARTED_MARKER
-from tests.serving.processes import children, events, json_lines, opskit_serve, wait_until
+from tests.serving.processes import STARTED_MARKER, children, events, json_lines, opskit_serve, wait_until
 
 APP = "tests.serving.asgi_apps:instrumented"
 GRACEFUL_TIMEOUT = 15
