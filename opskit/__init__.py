@@ -1,0 +1,36 @@
+"""opskit: the production kit for FastAPI and other ASGI services.
+
+``opskit.instrument(app)`` installs request IDs, JSON logging, metrics, tracing, rate limiting
+and health endpoints as one pure ASGI middleware.
+"""
+
+from __future__ import annotations
+
+from ._logging import configure_logging, get_logger
+from .component import Component
+from .context import request_id
+from .exchange import Exchange
+from .health import add_readiness_check, begin_shutdown, is_shutting_down
+from .instrument import instrument, wrap
+from .middleware import OpskitMiddleware
+from .settings import ConfigError, Settings, load_settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Component",
+    "ConfigError",
+    "Exchange",
+    "OpskitMiddleware",
+    "Settings",
+    "__version__",
+    "add_readiness_check",
+    "begin_shutdown",
+    "configure_logging",
+    "get_logger",
+    "instrument",
+    "is_shutting_down",
+    "load_settings",
+    "request_id",
+    "wrap",
+]

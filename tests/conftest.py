@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import orjson
 import pytest
+import structlog
 
+from opskit import health
 from tests.servers import RedisServer, redis_server
 
 
@@ -14,3 +18,29 @@ def redis() -> Iterator[RedisServer]:
     """A private redis-server on a free port, killed after the test."""
     with redis_server() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean_opskit_state() -> Iterator[None]:
+    """Each test starts with no readiness checks, no shutdown mark and default structlog."""
+    health.reset()
+    yield
+    health.reset()
+    structlog.reset_defaults()
+
+
+LogReader = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def log_lines(capsys: pytest.CaptureFixture[str]) -> LogReader:
+    """Read what was written to stdout since the last call, each line parsed as JSON.
+
+    A line that is not JSON fails the test: that is the promise of opskit's logging.
+    """
+
+    def read() -> list[dict[str, Any]]:
+        out = capsys.readouterr().out
+        return [orjson.loads(line) for line in out.splitlines() if line.strip()]
+
+    return read

@@ -37,6 +37,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def listening_socket() -> socket.socket:
+    """A bound, listening loopback socket on a free port, to hand to a server by fd.
+
+    Unlike :func:`free_port`, nothing can take the port between choosing and serving it.
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    s.set_inheritable(True)
+    return s
+
+
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
     """Block until something accepts connections on ``port``."""
     deadline = time.monotonic() + timeout
@@ -60,6 +73,7 @@ class Background:
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
         capture: bool = True,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.argv = list(argv)
         self._out = tempfile.TemporaryFile() if capture else None  # noqa: SIM115 (closed with the process)
@@ -71,6 +85,7 @@ class Background:
             stdout=self._out,
             stderr=self._err,
             start_new_session=True,
+            pass_fds=tuple(pass_fds),
         )
 
     @property

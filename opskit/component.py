@@ -1,0 +1,55 @@
+"""The interface every opskit feature implements to join the single middleware pass."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp
+
+from .exchange import Exchange
+
+__all__ = ["Component"]
+
+
+class Component:
+    """A feature of the middleware. Every hook is optional; the defaults do nothing.
+
+    The middleware calls only the hooks a component overrides, so an unused hook costs nothing.
+    Hooks run on the event loop and must not block.
+    """
+
+    def endpoints(self) -> dict[str, ASGIApp]:
+        """Paths this feature serves itself (``/metrics``); kept out of logs, metrics and traces."""
+        return {}
+
+    def request_started(self, ex: Exchange) -> None:
+        """Before the app is called. ``ex.route`` is not known yet."""
+
+    async def admit(self, ex: Exchange) -> ASGIApp | None:
+        """Gate before the app: return an ASGI app that answers instead (a 429), or ``None``."""
+        return None
+
+    def response_started(self, ex: Exchange) -> None:
+        """The status is known; extra headers may be appended to ``ex.response_headers``."""
+
+    def request_finished(self, ex: Exchange) -> None:
+        """The body is complete (BackgroundTasks not run yet); ``ex.route`` and ``ex.end`` are set.
+
+        This runs inside the app's ``send``, which may be another task's context (an inner
+        ``BaseHTTPMiddleware`` sends from a child task): never reset ContextVars here.
+        """
+
+    def request_closed(self, ex: Exchange) -> None:
+        """The app returned (BackgroundTasks done), in the middleware's own context.
+
+        The place to reset ContextVars set in :meth:`request_started`. Runs in reverse order.
+        """
+
+    async def startup(self) -> None:
+        """ASGI lifespan startup."""
+
+    async def shutdown(self) -> None:
+        """ASGI lifespan shutdown."""
+
+
+def overrides(component: Component, hook: str) -> bool:
+    """Whether ``component`` implements ``hook`` itself (so the middleware must call it)."""
+    return getattr(type(component), hook) is not getattr(Component, hook)

@@ -1,0 +1,1 @@
+"""Apps the tests drive, in-process and under real servers."""

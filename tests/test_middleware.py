@@ -1,0 +1,295 @@
+"""The opskit middleware in-process: request IDs everywhere, one pass, errors, health, websockets."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+import opskit
+from opskit.middleware import OpskitMiddleware
+from tests.apps import full
+from tests.conftest import LogReader
+
+HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def client(**overrides: Any) -> TestClient:
+    return TestClient(full.create(**overrides), raise_server_exceptions=False)
+
+
+class TestRequestId:
+    def test_valid_incoming_id_is_echoed(self) -> None:
+        """A safe incoming X-Request-ID is kept, returned, and readable in the endpoint."""
+        rid = "req-42_a.b:c"
+        r = client().get("/items/1", headers={"X-Request-ID": rid})
+        assert r.headers["x-request-id"] == rid
+        assert r.json()["request_id"] == rid
+
+    def test_missing_id_is_generated_as_uuid4_hex(self) -> None:
+        """Without a header the ID is a fresh UUID4 in hex."""
+        r = client().get("/items/1")
+        rid = r.headers["x-request-id"]
+        assert HEX32.fullmatch(rid) and rid[12] == "4"
+        assert r.json()["request_id"] == rid
+
+    def test_uuid7_format(self) -> None:
+        """request_id_format=uuid7 generates version 7 IDs."""
+        rid = client(request_id_format="uuid7").get("/items/1").headers["x-request-id"]
+        assert HEX32.fullmatch(rid) and rid[12] == "7"
+
+    @pytest.mark.parametrize(
+        "bad",
+        [b"x" * 129, b"abc\r\nx-injected: 1", b"caf\xc3\xa9", b"a b", b'"quoted"', b"../../etc", b""],
+        ids=["too-long", "newline", "non-ascii", "space", "quotes", "slash", "empty"],
+    )
+    def test_invalid_incoming_id_is_replaced_and_logged_escaped(self, bad: bytes, log_lines: LogReader) -> None:
+        """An unsafe ID is replaced by a generated one; the rejection is logged once, escaped."""
+        c = client()
+        log_lines()
+        r = c.get("/items/1", headers=[(b"x-request-id", bad)])
+        rid = r.headers["x-request-id"]
+        assert HEX32.fullmatch(rid)
+        assert r.json()["request_id"] == rid
+        lines = log_lines()
+        rejections = [line for line in lines if line["event"] == "invalid request id replaced"]
+        assert len(rejections) == 1
+        assert rejections[0]["request_id"] == rid
+        assert "\n" not in rejections[0]["rejected"] and "\r" not in rejections[0]["rejected"]
+
+    def test_128_characters_is_the_limit(self) -> None:
+        """Exactly 128 safe characters are accepted."""
+        rid = "a" * 128
+        assert client().get("/items/1", headers={"X-Request-ID": rid}).headers["x-request-id"] == rid
+
+    def test_incoming_ids_can_be_ignored(self) -> None:
+        """request_id_trust_incoming=False always generates."""
+        r = client(request_id_trust_incoming=False).get("/items/1", headers={"X-Request-ID": "mine"})
+        assert r.headers["x-request-id"] != "mine"
+
+    def test_custom_header_name(self) -> None:
+        """The header name is configurable, in and out."""
+        r = client(request_id_header="X-Correlation-ID").get("/items/1", headers={"X-Correlation-ID": "corr-1"})
+        assert r.headers["x-correlation-id"] == "corr-1"
+        assert "x-request-id" not in r.headers
+
+    def test_id_on_unhandled_500_and_in_its_logs(self, log_lines: LogReader) -> None:
+        """An unhandled exception's 500 carries the ID, and so do the log lines of that request."""
+        c = client()
+        log_lines()
+        r = c.get("/boom", headers={"X-Request-ID": "boom-1"})
+        assert r.status_code == 500
+        assert r.headers["x-request-id"] == "boom-1"
+        lines = [line for line in log_lines() if line.get("request_id") == "boom-1"]
+        events = [line["event"] for line in lines]
+        assert "about to fail" in events
+        assert "unhandled exception" in events
+        error = next(line for line in lines if line["event"] == "unhandled exception")
+        assert error["level"] == "error"
+        assert error["exception"][0]["exc_type"] == "RuntimeError"
+        access = next(line for line in lines if line["event"] == "request")
+        assert access["status"] == 500
+
+    def test_id_on_422_validation_error(self) -> None:
+        """FastAPI's 422 response carries the ID."""
+        r = client().get("/items/not-a-number", headers={"X-Request-ID": "val-1"})
+        assert r.status_code == 422
+        assert r.headers["x-request-id"] == "val-1"
+
+    def test_id_in_custom_exception_handler(self) -> None:
+        """Exception handlers run inside the request context."""
+        r = client().get("/teapot", headers={"X-Request-ID": "tea-1"})
+        assert r.status_code == 418 and r.headers["x-request-id"] == "tea-1"
+        assert full.seen["handler_request_id"] == "tea-1"
+
+    def test_id_in_sync_endpoint_and_background_task(self, log_lines: LogReader) -> None:
+        """Sync endpoints (thread pool) and BackgroundTasks see the same ID."""
+        c = client()
+        assert c.get("/sync", headers={"X-Request-ID": "sync-1"}).json()["request_id"] == "sync-1"
+        c.get("/background", headers={"X-Request-ID": "bg-1"})
+        assert full.seen["background_request_id"] == "bg-1"
+        lines = log_lines()
+        assert any(line["event"] == "sync endpoint" and line["request_id"] == "sync-1" for line in lines)
+        assert any(line["event"] == "background job ran" and line["request_id"] == "bg-1" for line in lines)
+
+    def test_no_id_outside_requests(self) -> None:
+        """opskit.request_id() is None outside a request."""
+        client().get("/items/1")
+        assert opskit.request_id() is None
+
+    def test_websocket_gets_an_id(self) -> None:
+        """A websocket handshake gets an ID in the accept headers and in the context."""
+        with client().websocket_connect("/ws", headers={"X-Request-ID": "ws-1"}) as ws:
+            ws.send_text("hi")
+            assert ws.receive_text() == "echo hi True"
+
+    def test_disabled(self) -> None:
+        """request_id_enabled=False adds no header."""
+        r = client(request_id_enabled=False).get("/items/1")
+        assert "x-request-id" not in r.headers
+        assert r.json()["request_id"] is None
+
+
+class TestAccessLog:
+    def test_one_line_per_request_with_route_template(self, log_lines: LogReader) -> None:
+        """Each request writes exactly one access line with the route template and request fields."""
+        c = client()
+        log_lines()
+        c.get("/items/7?q=1", headers={"X-Request-ID": "acc-1", "User-Agent": "probe/1.0"})
+        access = [line for line in log_lines() if line["event"] == "request"]
+        assert len(access) == 1
+        line = access[0]
+        assert line["logger"] == "opskit.access"
+        assert line["method"] == "GET"
+        assert line["route"] == "/items/{item_id}"
+        assert line["path"] == "/items/7"
+        assert line["status"] == 200
+        assert line["request_id"] == "acc-1"
+        assert line["user_agent"] == "probe/1.0"
+        assert line["response_bytes"] > 0
+        assert line["duration_ms"] >= 0
+        assert line["client"] == "testclient"
+
+    def test_routes_of_routers_mounts_and_unmatched(self, log_lines: LogReader) -> None:
+        """Prefixed routers and mounted sub-apps log full templates; unknown paths one value."""
+        c = client()
+        log_lines()
+        c.get("/api/v1/users/3")
+        c.get("/sub/hello/ann")
+        c.get("/no/such/path")
+        c.get("/sub/nothing-here")
+        routes = [line["route"] for line in log_lines() if line["event"] == "request"]
+        assert routes == ["/api/v1/users/{user_id}", "/sub/hello/{name}", "__unmatched__", "__unmatched__"]
+
+    def test_health_endpoints_are_not_logged(self, log_lines: LogReader) -> None:
+        """Probes do not flood the access log."""
+        c = client()
+        log_lines()
+        c.get("/healthz")
+        c.get("/readyz")
+        assert not [line for line in log_lines() if line["event"] == "request"]
+
+    def test_excluded_paths_are_configurable(self, log_lines: LogReader) -> None:
+        """Exact and prefix exclusions."""
+        c = client(access_log_exclude_paths="/items/*,/sync")
+        log_lines()
+        c.get("/items/1")
+        c.get("/sync")
+        c.get("/stream")
+        assert [line["path"] for line in log_lines() if line["event"] == "request"] == ["/stream"]
+
+    def test_streamed_bytes_are_counted(self, log_lines: LogReader) -> None:
+        """response_bytes sums every body chunk."""
+        c = client()
+        log_lines()
+        body = c.get("/stream").content
+        line = next(line for line in log_lines() if line["event"] == "request")
+        assert line["response_bytes"] == len(body)
+
+
+class TestHealth:
+    def test_liveness(self) -> None:
+        """/healthz answers 200 JSON."""
+        r = client().get("/healthz")
+        assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+    def test_readiness_flips_when_a_check_fails(self) -> None:
+        """/readyz is 200 while checks pass and 503 naming the failed check otherwise."""
+        state = {"ok": True}
+
+        async def database() -> bool:
+            if not state["ok"]:
+                raise ConnectionError("refused")
+            return True
+
+        opskit.add_readiness_check("database", database)
+        c = client()
+        r = c.get("/readyz")
+        assert r.status_code == 200 and r.json()["checks"] == {"database": "ok"}
+        state["ok"] = False
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["failed"] == ["database"]
+        assert "ConnectionError" in r.json()["checks"]["database"]
+
+    def test_slow_check_times_out(self) -> None:
+        """A check slower than the timeout fails instead of hanging the probe."""
+        import asyncio
+
+        async def stuck() -> None:
+            await asyncio.sleep(10)
+
+        opskit.add_readiness_check("stuck", stuck)
+        r = client(readiness_timeout=0.05).get("/readyz")
+        assert r.status_code == 503 and "timed out" in r.json()["checks"]["stuck"]
+
+    def test_readiness_is_503_once_shutdown_begins(self) -> None:
+        """After begin_shutdown() the probe fails at once; liveness still passes."""
+        c = client()
+        opskit.begin_shutdown()
+        assert c.get("/readyz").status_code == 503
+        assert c.get("/readyz").json() == {"status": "shutting_down"}
+        assert c.get("/healthz").status_code == 200
+
+    def test_paths_configurable_and_out_of_openapi(self) -> None:
+        """Custom probe paths; opskit's endpoints never appear in the OpenAPI schema."""
+        c = client(health_path="/live", readiness_path="/ready")
+        assert c.get("/live").status_code == 200
+        assert c.get("/ready").status_code == 200
+        paths = c.get("/openapi.json").json()["paths"]
+        assert not {"/live", "/ready", "/healthz", "/readyz"} & set(paths)
+
+    def test_disabled(self) -> None:
+        """health_enabled=False leaves the paths to the app (404 here)."""
+        assert client(health_enabled=False).get("/healthz").status_code == 404
+
+    def test_lifespan_shutdown_marks_not_ready(self) -> None:
+        """The ASGI lifespan shutdown also begins opskit's shutdown."""
+        with client():
+            assert not opskit.is_shutting_down()
+        assert opskit.is_shutting_down()
+
+
+class TestInstall:
+    def test_instrument_twice_does_not_double_wrap(self, log_lines: LogReader) -> None:
+        """A second instrument() is a no-op: one access line, one header value."""
+        app = full.create()
+        opskit.instrument(app)
+        c = TestClient(app)
+        log_lines()
+        r = c.get("/items/1")
+        assert len(r.headers.get_list("x-request-id")) == 1
+        assert len([line for line in log_lines() if line["event"] == "request"]) == 1
+
+    def test_wrap_any_asgi_app(self, log_lines: LogReader) -> None:
+        """wrap() serves a plain ASGI app, adds IDs, sends a 500 with the ID when the app fails."""
+
+        async def raw(scope: Any, receive: Any, send: Any) -> None:
+            if scope["path"] == "/fail":
+                raise ValueError("raw failure")
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"raw"})
+
+        wrapped = opskit.wrap(raw)
+        assert opskit.wrap(wrapped) is wrapped
+        assert isinstance(wrapped, OpskitMiddleware)
+        c = TestClient(wrapped, raise_server_exceptions=False)
+        r = c.get("/x", headers={"X-Request-ID": "raw-1"})
+        assert r.text == "raw" and r.headers["x-request-id"] == "raw-1"
+        r = c.get("/fail", headers={"X-Request-ID": "raw-2"})
+        assert r.status_code == 500 and r.headers["x-request-id"] == "raw-2"
+        lines = log_lines()
+        assert [line["route"] for line in lines if line["event"] == "request"] == ["__unmatched__", "__unmatched__"]
+
+    def test_instrument_rejects_non_starlette(self) -> None:
+        """instrument() points to wrap() for other ASGI apps."""
+        with pytest.raises(TypeError, match="wrap"):
+            opskit.instrument(object())
+
+    def test_bad_setting_fails_at_instrument(self) -> None:
+        """A bad override fails at import time, naming the variable."""
+        with pytest.raises(opskit.ConfigError, match="OPSKIT_LOG_FORMAT"):
+            opskit.instrument(FastAPI(), log_format="xml")

@@ -1,0 +1,59 @@
+"""Under a real uvicorn server: IDs on the wire, every stdout line JSON, no duplicate access log."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import orjson
+import pytest
+
+from tests.servers import Background, listening_socket, wait_for_port
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, Background]]:
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    proc = Background(
+        [sys.executable, "-m", "uvicorn", "tests.apps.served:app", "--fd", str(sock.fileno()), "--log-level", "info"],
+        env={"OTEL_SERVICE_NAME": "served", "OPSKIT_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1"},
+        pass_fds=[sock.fileno()],
+    )
+    sock.close()
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.close()
+
+
+@pytest.mark.slow
+class TestRealServer:
+    def test_ids_and_logs_over_http(self, server: tuple[str, Background]) -> None:
+        """Over real HTTP: IDs echoed/replaced/added on 200, 422 and 500; logs are pure JSON."""
+        base, proc = server
+        with httpx.Client(base_url=base) as c:
+            assert c.get("/items/1", headers={"X-Request-ID": "wire-1"}).headers["x-request-id"] == "wire-1"
+            r = c.get("/items/x", headers={"X-Request-ID": "wire-2"})
+            assert (r.status_code, r.headers["x-request-id"]) == (422, "wire-2")
+            r = c.get("/boom", headers={"X-Request-ID": "wire-3"})
+            assert (r.status_code, r.headers["x-request-id"]) == (500, "wire-3")
+            r = c.get("/items/1", headers={"X-Request-ID": "x" * 200})
+            assert len(r.headers["x-request-id"]) == 32
+            assert c.get("/healthz").status_code == 200
+        proc.stop()
+        out = proc.stdout().splitlines()
+        assert out, "the server wrote nothing to stdout"
+        parsed = [orjson.loads(line) for line in out]  # every stdout line is JSON
+        access = [line for line in parsed if line.get("logger") == "opskit.access"]
+        assert [line["request_id"] for line in access[:3]] == ["wire-1", "wire-2", "wire-3"]
+        assert len(access) == 4  # /healthz is not logged, and nothing is logged twice
+        assert not [line for line in parsed if line.get("logger") == "uvicorn.access"]
+        boom = [line for line in parsed if line.get("request_id") == "wire-3"]
+        assert {line["event"] for line in boom} >= {"about to fail", "unhandled exception", "request"}
+        # uvicorn's own copy of the traceback (without request context) is dropped
+        assert not [line for line in parsed if "Exception in ASGI application" in str(line.get("event"))]
+        assert any(line.get("logger") == "uvicorn.error" for line in parsed)
+        assert all(line["service"] == "served" for line in parsed)
