@@ -23,6 +23,10 @@ def build_components(settings: Settings, app: object) -> list[Component]:
     """The enabled features, in the order their ``request_started`` hooks run."""
     components: list[Component] = []
     # -- feature components: each feature registers itself here --------------------------------
+    if settings.metrics_enabled:
+        from .metrics.component import create_component as metrics_component
+
+        components.append(metrics_component(settings, app))
     # -- end of feature components --------------------------------------------------------------
     if settings.logging_enabled and settings.access_log_enabled:
         components.append(AccessLog(settings))

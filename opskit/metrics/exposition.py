@@ -57,7 +57,7 @@ def _label_value(value: str) -> str:
 
 
 def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    parts = [f'{n}="{_label_value(v)}"' for n, v in zip(names, values)]
+    parts = [f'{n}="{_label_value(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""

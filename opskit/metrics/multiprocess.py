@@ -129,11 +129,11 @@ def _add(out: dict[bytes, Merged], items: Iterable[Entry], live: bool) -> None:
         if len(have.values) != len(e.values) or have.mode != e.mode:
             continue  # a definition changed between deployments: keep the first seen
         if e.mode == SUM or e.mode == GAUGE_SUM:
-            have.values = [a + b for a, b in zip(have.values, e.values)]
+            have.values = [a + b for a, b in zip(have.values, e.values, strict=True)]
         elif e.mode == GAUGE_MAX:
-            have.values = [max(a, b) for a, b in zip(have.values, e.values)]
+            have.values = [max(a, b) for a, b in zip(have.values, e.values, strict=True)]
         else:
-            have.values = [min(a, b) for a, b in zip(have.values, e.values)]
+            have.values = [min(a, b) for a, b in zip(have.values, e.values, strict=True)]
         for i, ex in enumerate(e.exemplars):
             old = have.exemplars[i] if i < len(have.exemplars) else None
             if ex is not None and (old is None or ex[2] > old[2]):
@@ -235,4 +235,3 @@ def compact(path: str, names: list[str]) -> None:
         for name in done:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(path, name))
-

@@ -334,7 +334,7 @@ class Registry:
             if have is None:
                 self._metrics[metric.name] = metric
                 return metric
-        if isinstance(have, type(metric)) and have.same_as(metric):  # type: ignore[arg-type]
+        if isinstance(have, type(metric)) and have.same_as(metric):
             return have
         raise ValueError(f"metric {metric.name} is already defined with another type, labels or buckets")
 
@@ -342,9 +342,7 @@ class Registry:
         """Define (or get) a counter; ``name`` ends in ``_total``."""
         return self._define(Counter(self, name, documentation, labelnames))
 
-    def gauge(
-        self, name: str, documentation: str, labelnames: Sequence[str] = (), *, mode: GaugeMode = "sum"
-    ) -> Gauge:
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = (), *, mode: GaugeMode = "sum") -> Gauge:
         """Define (or get) a gauge; ``mode`` says how the values of several workers combine."""
         return self._define(Gauge(self, name, documentation, labelnames, mode))
 

@@ -27,12 +27,12 @@ class MetricsSettings(SettingsSection):
     )
     metrics_path: str = Field("/metrics", description="Path of the metrics endpoint.")
     metrics_on_app_port: bool = Field(
-        True, description="Serve the metrics endpoint on the app's own port (turn off when `OPSKIT_METRICS_PORT` is set)."
+        True, description="Serve the metrics endpoint on the app's own port (can be off with `OPSKIT_METRICS_PORT`)."
     )
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="A separate port serving only the metrics endpoint (empty: none)."
     )
-    metrics_host: str = Field("0.0.0.0", description="Address the separate metrics port listens on.")  # noqa: S104
+    metrics_host: str = Field("0.0.0.0", description="Address the separate metrics port listens on.")
     metrics_duration_buckets: FloatTuple = Field(
         DEFAULT_DURATION_BUCKETS, description="Upper bounds (seconds) of the request duration histogram buckets."
     )
@@ -52,17 +52,17 @@ class MetricsSettings(SettingsSection):
         1.0,
         gt=0,
         le=60,
-        description="Seconds between updates of each worker's `http_requests_in_progress` (the answering one is exact).",
+        description="Seconds between updates of other workers' `http_requests_in_progress` (the scraped one is exact).",
     )
 
     @field_validator("metrics_exclude_paths", "metrics_duration_buckets", "metrics_size_buckets", mode="before")
     @classmethod
-    def _split(cls, value: object) -> object:
+    def _metrics_split(cls, value: object) -> object:
         return split_list(value)
 
     @field_validator("metrics_duration_buckets", "metrics_size_buckets")
     @classmethod
-    def _buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+    def _metrics_buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value or any(math.isnan(b) or math.isinf(b) or b <= 0 for b in value):
             raise ValueError("expected positive finite numbers, e.g. 0.01,0.1,1")
         if len(set(value)) != len(value) or list(value) != sorted(value):
@@ -71,12 +71,12 @@ class MetricsSettings(SettingsSection):
 
     @field_validator("metrics_path")
     @classmethod
-    def _path(cls, value: str) -> str:
+    def _metrics_path(cls, value: str) -> str:
         if not value.startswith("/"):
             raise ValueError("expected a path starting with '/'")
         return value
 
     @field_validator("prometheus_multiproc_dir", "metrics_port", mode="before")
     @classmethod
-    def _empty_is_none(cls, value: object) -> object:
+    def _metrics_empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -1,0 +1,161 @@
+"""Micro-benchmark of the metrics hot path (not a test): ``python bench/metrics_micro.py``.
+
+Compares, per request, the metrics work of opskit's component (in memory and with a
+multi-worker directory) with the same updates done through prometheus_client's multiprocess
+mode, and measures whole in-process requests of a FastAPI app bare vs. with opskit metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+N = 200_000
+
+
+def per_call_us(fn: Callable[[], None], number: int = N) -> float:
+    fn()
+    best = min(timeit.repeat(fn, number=number, repeat=5))
+    return best / number * 1e6
+
+
+def opskit_component(directory: str | None) -> float:
+    from opskit.exchange import Exchange
+    from opskit.metrics.component import MetricsComponent
+    from opskit.metrics.registry import Registry
+    from opskit.settings import load_settings
+
+    settings = load_settings(prometheus_multiproc_dir=directory)
+    registry = Registry(directory)
+    component = MetricsComponent(settings, object(), registry)
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/items/1",
+        "headers": [(b"host", b"x"), (b"content-length", b"10")],
+    }
+    ex = Exchange(scope, None)  # type: ignore[arg-type]
+    ex.status = 200
+    ex.route = "/items/{item_id}"
+    ex.end = ex.start + 0.012
+    ex.response_bytes = 120
+
+    def one() -> None:
+        component.request_started(ex)
+        component.request_finished(ex)
+
+    result = per_call_us(one)
+    registry.close()
+    return result
+
+
+def prometheus_client_multiprocess(directory: str) -> float:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+    registry = CollectorRegistry()
+    labels = ("method", "route")
+    requests = Counter("http_requests_total", "r", (*labels, "status"), registry=registry)
+    duration = Histogram("http_request_duration_seconds", "d", labels, registry=registry)
+    in_progress = Gauge("http_requests_in_progress", "p", labels, registry=registry, multiprocess_mode="livesum")
+    req_size = Histogram("http_request_size_bytes", "q", labels, registry=registry)
+    resp_size = Histogram("http_response_size_bytes", "s", labels, registry=registry)
+
+    def one() -> None:
+        in_progress.labels("GET", "/items/{item_id}").inc()
+        requests.labels("GET", "/items/{item_id}", "200").inc()
+        duration.labels("GET", "/items/{item_id}").observe(0.012)
+        req_size.labels("GET", "/items/{item_id}").observe(10)
+        resp_size.labels("GET", "/items/{item_id}").observe(120)
+        in_progress.labels("GET", "/items/{item_id}").dec()
+
+    result = per_call_us(one, N // 4)
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    return result
+
+
+def whole_requests(instrumented: bool) -> float:
+    from fastapi import FastAPI
+
+    import opskit
+
+    app = FastAPI()
+    if instrumented:
+        opskit.instrument(
+            app,
+            logging_enabled=False,
+            request_id_enabled=False,
+            tracing_enabled=False,
+            ratelimit_enabled=False,
+            health_enabled=False,
+        )
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/items/1",
+        "raw_path": b"/items/1",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    async def run(n: int) -> float:
+        loop = asyncio.get_running_loop()
+        for _ in range(500):
+            await app(dict(scope), receive, send)
+        best = float("inf")
+        for _ in range(5):
+            t0 = loop.time()
+            for _ in range(n):
+                await app(dict(scope), receive, send)
+            best = min(best, loop.time() - t0)
+        return best / n * 1e6
+
+    return asyncio.run(run(5000))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as ours, tempfile.TemporaryDirectory() as theirs:
+        rows = [
+            ("opskit component, in memory (per request)", opskit_component(None)),
+            ("opskit component, multi-worker directory (per request)", opskit_component(ours)),
+            ("prometheus_client multiprocess, same updates (per request)", prometheus_client_multiprocess(theirs)),
+        ]
+    bare = whole_requests(False)
+    metrics = whole_requests(True)
+    rows += [
+        ("FastAPI request, bare", bare),
+        ("FastAPI request, opskit metrics only", metrics),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, us in rows:
+        print(f"{name:<{width}}  {us:8.2f} us")
+    print(f"{'throughput ratio metrics/bare':<{width}}  {bare / metrics:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
