@@ -121,10 +121,8 @@ class MetricsComponent(Component):
         return {self.settings.metrics_path: MetricsEndpoint(self.scrape)}
 
     def request_started(self, ex: Exchange) -> None:
-        path = ex.path
-        if path in self._excluded_exact or (self._excluded_prefixes and path.startswith(self._excluded_prefixes)):
-            return
-        self._live.add(ex)
+        if self._measured(ex.path):
+            self._live.add(ex)
 
     def request_finished(self, ex: Exchange) -> None:
         try:
@@ -164,9 +162,20 @@ class MetricsComponent(Component):
                 v[slots.duration_sum] += duration
                 if trace_id:
                     self._exemplar(slots, bucket, trace_id, duration)
-        if ex.exception is not None:
-            route = ex.route or self.settings.unmatched_route
-            self.exceptions.labels(method, route, type(ex.exception).__name__).inc()
+
+    def request_closed(self, ex: Exchange) -> None:
+        # Here, not in request_finished: Starlette's ServerErrorMiddleware sends its 500 (which
+        # finishes the request) before the exception reaches opskit's middleware.
+        if ex.exception is None or not self._measured(ex.path):
+            return
+        method = ex.method if ex.method in METHODS else OTHER_METHOD
+        route = ex.route or self.settings.unmatched_route
+        self.exceptions.labels(method, route, type(ex.exception).__name__).inc()
+
+    def _measured(self, path: str) -> bool:
+        return not (
+            path in self._excluded_exact or (self._excluded_prefixes and path.startswith(self._excluded_prefixes))
+        )
 
     def _exemplar(self, slots: _Slots, bucket: int, trace_id: str, duration: float) -> None:
         now = time()

@@ -262,6 +262,9 @@ class Histogram(Metric[HistogramChild]):
     def _child(self, store: Store, index: int) -> HistogramChild:
         return HistogramChild(store, index, self.bounds)
 
+    def same_as(self, other: Metric[HistogramChild]) -> bool:
+        return super().same_as(other) and isinstance(other, Histogram) and other.bounds == self.bounds
+
     def observe(self, value: float, trace_id: str | None = None) -> None:
         """Observe into the series of a histogram without labels."""
         self.labels().observe(value, trace_id)
