@@ -1,0 +1,113 @@
+"""Real gunicorn, 3 uvicorn workers: every scrape counts every request exactly once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.metrics.parsing import parse_text
+from tests.servers import ROOT, Background, listening_socket, wait_for_port
+
+CONF = Path(__file__).with_name("gunicorn_conf.py")
+
+
+class Gunicorn:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        sock = listening_socket()
+        self.port = sock.getsockname()[1]
+        self.proc = Background(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-w",
+                "3",
+                "-k",
+                "uvicorn_worker.UvicornWorker",
+                "-c",
+                str(CONF),
+                "-b",
+                f"fd://{sock.fileno()}",
+                "tests.metrics.served:app",
+            ],
+            env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "OPSKIT_LOGGING_ENABLED": "false"},
+            cwd=ROOT,
+            pass_fds=[sock.fileno()],
+        )
+        sock.close()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def worker_files(self) -> list[str]:
+        if not self.directory.is_dir():  # gunicorn's on_starting has not run yet
+            return []
+        return sorted(n for n in os.listdir(self.directory) if n.endswith(".mmap") and "archive" not in n)
+
+    def wait_for_workers(self, n: int, gone: int | None = None, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            files = self.worker_files()
+            stale = gone is not None and any(f.startswith(f"opskit-{gone}-") for f in files)
+            if len(files) == n and not stale:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker files {files}; gunicorn said: {self.proc.stderr()[-2000:]}")
+            time.sleep(0.05)
+
+    def get(self, path: str) -> httpx.Response:
+        # A new connection per request, so that any worker may take it.
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            return client.get(path, headers={"connection": "close"})
+
+    def requests(self, n: int) -> set[int]:
+        """Send ``n`` requests, 8 at a time; return the pids of the workers that answered."""
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda i: self.get(f"/spread/{i}"), range(n)))
+        assert all(r.status_code == 200 for r in responses)
+        return {int(r.json()["pid"]) for r in responses}
+
+    def total(self) -> float:
+        """Sum of http_requests_total in one scrape (answered by whichever worker)."""
+        r = self.get("/metrics")
+        assert r.status_code == 200
+        families = {f.name: f for f in parse_text(r.text)}
+        return sum(s.value for s in families["http_requests"].samples)
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
+    server = Gunicorn(tmp_path / "prometheus-multiproc")
+    try:
+        wait_for_port(server.port)
+        server.wait_for_workers(3)
+        yield server
+    finally:
+        server.proc.close()
+
+
+@pytest.mark.slow
+class TestGunicorn:
+    def test_totals_are_exact_across_workers_and_a_killed_worker(self, gunicorn: Gunicorn) -> None:
+        """N requests spread over 3 workers sum to N in every scrape, also after SIGKILL and replacement."""
+        n = 240
+        pids = gunicorn.requests(n)
+        assert len(pids) >= 2, "the requests should have reached several workers"
+        assert [gunicorn.total() for _ in range(6)] == [n] * 6
+
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        gunicorn.wait_for_workers(3, gone=victim)  # replaced, and its file folded into the archive
+        assert "opskit-archive.mmap" in os.listdir(gunicorn.directory)
+        assert [gunicorn.total() for _ in range(6)] == [n] * 6
+
+        more = 60
+        gunicorn.requests(more)
+        assert [gunicorn.total() for _ in range(3)] == [n + more] * 3
