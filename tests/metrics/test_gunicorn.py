@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.metrics.parsing import parse_text
-from tests.servers import ROOT, Background, listening_socket, wait_for_port
+from tests.servers import ROOT, Background, free_port, listening_socket, wait_for_port
 
 CONF = Path(__file__).with_name("gunicorn_conf.py")
 
@@ -24,6 +24,7 @@ class Gunicorn:
         self.directory = directory
         sock = listening_socket()
         self.port = sock.getsockname()[1]
+        self.metrics_port = free_port()
         self.proc = Background(
             [
                 sys.executable,
@@ -39,12 +40,15 @@ class Gunicorn:
                 f"fd://{sock.fileno()}",
                 "tests.metrics.served:app",
             ],
-            env={"PROMETHEUS_MULTIPROC_DIR": str(directory), "OPSKIT_LOGGING_ENABLED": "false"},
+            env={
+                "PROMETHEUS_MULTIPROC_DIR": str(directory),
+                "OPSKIT_METRICS_PORT": str(self.metrics_port),
+                "OPSKIT_METRICS_HOST": "127.0.0.1",
+            },
             cwd=ROOT,
             pass_fds=[sock.fileno()],
         )
         sock.close()
-        self.url = f"http://127.0.0.1:{self.port}"
 
     def worker_files(self) -> list[str]:
         if not self.directory.is_dir():  # gunicorn's on_starting has not run yet
@@ -62,9 +66,9 @@ class Gunicorn:
                 raise TimeoutError(f"worker files {files}; gunicorn said: {self.proc.stderr()[-2000:]}")
             time.sleep(0.05)
 
-    def get(self, path: str) -> httpx.Response:
+    def get(self, path: str, port: int | None = None) -> httpx.Response:
         # A new connection per request, so that any worker may take it.
-        with httpx.Client(base_url=self.url, timeout=10) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port or self.port}", timeout=10) as client:
             return client.get(path, headers={"connection": "close"})
 
     def requests(self, n: int) -> set[int]:
@@ -74,9 +78,9 @@ class Gunicorn:
         assert all(r.status_code == 200 for r in responses)
         return {int(r.json()["pid"]) for r in responses}
 
-    def total(self) -> float:
+    def total(self, metrics_port: bool = False) -> float:
         """Sum of http_requests_total in one scrape (answered by whichever worker)."""
-        r = self.get("/metrics")
+        r = self.get("/metrics", self.metrics_port if metrics_port else None)
         assert r.status_code == 200
         families = {f.name: f for f in parse_text(r.text)}
         return sum(s.value for s in families["http_requests"].samples)
@@ -96,11 +100,13 @@ def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
 @pytest.mark.slow
 class TestGunicorn:
     def test_totals_are_exact_across_workers_and_a_killed_worker(self, gunicorn: Gunicorn) -> None:
-        """N requests spread over 3 workers sum to N in every scrape, also after SIGKILL and replacement."""
+        """N requests spread over 3 workers sum to N in every scrape, on the app port and on the metrics
+        port all workers share, also after a SIGKILL and the worker's replacement."""
         n = 240
         pids = gunicorn.requests(n)
         assert len(pids) >= 2, "the requests should have reached several workers"
         assert [gunicorn.total() for _ in range(6)] == [n] * 6
+        assert [gunicorn.total(metrics_port=True) for _ in range(6)] == [n] * 6
 
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
@@ -111,3 +117,7 @@ class TestGunicorn:
         more = 60
         gunicorn.requests(more)
         assert [gunicorn.total() for _ in range(3)] == [n + more] * 3
+        assert [gunicorn.total(metrics_port=True) for _ in range(3)] == [n + more] * 3
+        gunicorn.proc.stop()
+        logs = gunicorn.proc.stdout() + gunicorn.proc.stderr()
+        assert "opskit component failed" not in logs  # every worker could listen on the metrics port
