@@ -1,10 +1,12 @@
-"""Real gunicorn, 3 uvicorn workers: every scrape counts every request exactly once."""
+"""Real multi-worker servers (gunicorn, uvicorn --workers): every scrape counts every request once."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,42 +15,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from opskit.metrics._store import process_start_time
 from tests.metrics.parsing import parse_text
 from tests.servers import ROOT, Background, free_port, listening_socket, wait_for_port
 
 CONF = Path(__file__).with_name("gunicorn_conf.py")
 
 
-class Gunicorn:
-    def __init__(self, directory: Path) -> None:
+class Workers:
+    """A running multi-worker server: its process, ports and metrics directory."""
+
+    def __init__(self, proc: Background, port: int, directory: Path, metrics_port: int | None = None) -> None:
+        self.proc = proc
+        self.port = port
         self.directory = directory
-        sock = listening_socket()
-        self.port = sock.getsockname()[1]
-        self.metrics_port = free_port()
-        self.proc = Background(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-w",
-                "3",
-                "-k",
-                "uvicorn_worker.UvicornWorker",
-                "-c",
-                str(CONF),
-                "-b",
-                f"fd://{sock.fileno()}",
-                "tests.metrics.served:app",
-            ],
-            env={
-                "PROMETHEUS_MULTIPROC_DIR": str(directory),
-                "OPSKIT_METRICS_PORT": str(self.metrics_port),
-                "OPSKIT_METRICS_HOST": "127.0.0.1",
-            },
-            cwd=ROOT,
-            pass_fds=[sock.fileno()],
-        )
-        sock.close()
+        self.metrics_port = metrics_port
 
     def worker_files(self) -> list[str]:
         if not self.directory.is_dir():  # gunicorn's on_starting has not run yet
@@ -86,9 +67,28 @@ class Gunicorn:
         return sum(s.value for s in families["http_requests"].samples)
 
 
+def start_gunicorn(directory: Path) -> Workers:
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    metrics_port = free_port()
+    argv = ["-w", "3", "-k", "uvicorn_worker.UvicornWorker", "-c", str(CONF), "-b", f"fd://{sock.fileno()}"]
+    proc = Background(
+        [sys.executable, "-m", "gunicorn", *argv, "tests.metrics.served:app"],
+        env={
+            "PROMETHEUS_MULTIPROC_DIR": str(directory),
+            "OPSKIT_METRICS_PORT": str(metrics_port),
+            "OPSKIT_METRICS_HOST": "127.0.0.1",
+        },
+        cwd=ROOT,
+        pass_fds=[sock.fileno()],
+    )
+    sock.close()
+    return Workers(proc, port, directory, metrics_port)
+
+
 @pytest.fixture
-def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
-    server = Gunicorn(tmp_path / "prometheus-multiproc")
+def gunicorn(tmp_path: Path) -> Iterator[Workers]:
+    server = start_gunicorn(tmp_path / "prometheus-multiproc")
     try:
         wait_for_port(server.port)
         server.wait_for_workers(3)
@@ -99,7 +99,7 @@ def gunicorn(tmp_path: Path) -> Iterator[Gunicorn]:
 
 @pytest.mark.slow
 class TestGunicorn:
-    def test_totals_are_exact_across_workers_and_a_killed_worker(self, gunicorn: Gunicorn) -> None:
+    def test_totals_are_exact_across_workers_and_a_killed_worker(self, gunicorn: Workers) -> None:
         """N requests spread over 3 workers sum to N in every scrape, on the app port and on the metrics
         port all workers share, also after a SIGKILL and the worker's replacement."""
         n = 240
@@ -121,3 +121,28 @@ class TestGunicorn:
         gunicorn.proc.stop()
         logs = gunicorn.proc.stdout() + gunicorn.proc.stderr()
         assert "opskit component failed" not in logs  # every worker could listen on the metrics port
+
+
+@pytest.mark.slow
+class TestUvicornWorkers:
+    def test_workers_add_up_without_a_configured_directory(self) -> None:
+        """`uvicorn --workers 2` without PROMETHEUS_MULTIPROC_DIR: scrapes still count every request once."""
+        sock = listening_socket()
+        port = sock.getsockname()[1]
+        proc = Background(
+            [sys.executable, "-m", "uvicorn", "tests.metrics.served:app", "--workers", "2", "--fd", str(sock.fileno())],
+            cwd=ROOT,
+            pass_fds=[sock.fileno()],
+        )
+        sock.close()
+        private = Path(tempfile.gettempdir()) / f"opskit-metrics-{proc.pid}-{process_start_time(proc.pid)}"
+        server = Workers(proc, port, private)
+        try:
+            server.wait_for_workers(2)
+            n = 120
+            pids = server.requests(n)
+            assert len(pids) == 2, "the requests should have reached both workers"
+            assert [server.total() for _ in range(6)] == [n] * 6
+        finally:
+            proc.close()
+            shutil.rmtree(private, ignore_errors=True)
