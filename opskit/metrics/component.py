@@ -121,8 +121,10 @@ class MetricsComponent(Component):
         return {self.settings.metrics_path: MetricsEndpoint(self.scrape)}
 
     def request_started(self, ex: Exchange) -> None:
-        if self._measured(ex.path):
-            self._live.add(ex)
+        path = ex.path
+        if path in self._excluded_exact or (self._excluded_prefixes and path.startswith(self._excluded_prefixes)):
+            return
+        self._live.add(ex)
 
     def request_finished(self, ex: Exchange) -> None:
         try:

@@ -244,23 +244,24 @@ class TestWorkers:
         lo = registry.gauge("lo", "Lo.", mode="min")
         hi.set(3)
         lo.set(3)
-        read, write = os.pipe()
+        ready_r, ready_w = os.pipe()
+        done_r, done_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # a live worker: stays until the parent has scraped
             hi.set(9)
             lo.set(1)
-            os.write(write, b"x")
-            os.read(read, 1)
+            os.write(ready_w, b"x")
+            os.read(done_r, 1)
             os._exit(0)
         try:
-            assert os.read(read, 1) == b"x"
+            assert os.read(ready_r, 1) == b"x"
             assert values(registry, "hi") == {(): [9.0]}
             assert values(registry, "lo") == {(): [1.0]}
         finally:
-            os.write(write, b"x")
+            os.write(done_w, b"x")
             os.waitpid(pid, 0)
-            os.close(read)
-            os.close(write)
+            for fd in (ready_r, ready_w, done_r, done_w):
+                os.close(fd)
 
     def test_prepare_directory_wipes_it(self, tmp_path: Path) -> None:
         """Master start: the directory exists and old files are gone."""
