@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from ._logging import get_logger, static_fields, timestamp, write_json
 from .component import Component
+from .context import _request_id
 from .exchange import Exchange
 from .settings import Settings
 
@@ -18,38 +23,60 @@ def _matcher(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]
 
 
 class AccessLog(Component):
-    """Writes the access-log line; replaces uvicorn's and gunicorn's own access logs."""
+    """Writes the access-log line; replaces uvicorn's and gunicorn's own access logs.
+
+    In JSON format the line is built directly, in the same shape as every other line, instead
+    of through the processor chain: its keys are fixed and never sensitive, and it is written
+    once per request.
+    """
 
     def __init__(self, settings: Settings) -> None:
-        from ._logging import get_logger
-
         self._log = get_logger("opskit.access")
         self._exact, self._prefixes = _matcher(settings.access_log_exclude_paths)
+        self._fast = settings.log_format == "json"
+        self._static = static_fields(settings)
+        self._info = logging.getLevelName(settings.log_level.upper()) <= logging.INFO
+        self._error = logging.getLevelName(settings.log_level.upper()) <= logging.ERROR
 
     def excluded(self, path: str) -> bool:
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
 
     def request_finished(self, ex: Exchange) -> None:
-        if self.excluded(ex.path):
+        status = ex.status
+        failed = status >= 500 or status == 0
+        if not (self._error if failed else self._info) or self.excluded(ex.path):
             return
         ua = ex.header(b"user-agent")
-        status = ex.status
-        fields = {
+        fields: dict[str, Any] = {
             "method": ex.method,
             "route": ex.route,
             "path": ex.path[:_MAX_FIELD],
             "status": status,
-            "duration_ms": round(ex.duration * 1000, 3),
+            "duration_ms": round((ex.end - ex.start) * 1000, 3),
             "response_bytes": ex.response_bytes,
             "client": ex.client,
             "user_agent": ua[:_MAX_FIELD].decode("latin-1") if ua is not None else None,
         }
         if ex.rate_limit_policy is not None:
             fields["ratelimit_policy"] = ex.rate_limit_policy
-        if status >= 500 or status == 0:
-            self._log.error("request", **fields)
-        else:
-            self._log.info("request", **fields)
+        if not self._fast:
+            (self._log.error if failed else self._log.info)("request", **fields)
+            return
+        line: dict[str, Any] = {
+            "timestamp": timestamp(),
+            "level": "error" if failed else "info",
+            "logger": "opskit.access",
+            "event": "request",
+            **fields,
+        }
+        rid = ex.request_id or _request_id.get()
+        if rid is not None:
+            line["request_id"] = rid
+        if ex.trace_id is not None:
+            line["trace_id"] = ex.trace_id
+            line["span_id"] = ex.span_id
+        line.update(self._static)
+        write_json(line)
 
     def websocket_closed(self, ex: Exchange) -> None:
         if self.excluded(ex.path):

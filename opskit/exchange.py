@@ -18,48 +18,30 @@ class Exchange:
 
     Created before the app is called; ``status`` is set on response start; ``route``, ``end``
     and ``response_bytes`` when the body is complete (or the app ended without one).
+    Components keep their own per-request data in ``state``.
     """
 
-    __slots__ = (
-        "_client",
-        "_proxies",
-        "end",
-        "exception",
-        "method",
-        "path",
-        "rate_limit_policy",
-        "request_id",
-        "response_bytes",
-        "response_headers",
-        "route",
-        "scope",
-        "span",
-        "span_id",
-        "start",
-        "state",
-        "status",
-        "trace_id",
-    )
+    # Class-level defaults: a request pays only for the attributes that change.
+    end = 0.0
+    status = 0
+    response_bytes = 0
+    request_id: str | None = None
+    route: str | None = None
+    exception: BaseException | None = None
+    span: Any = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    rate_limit_policy: str | None = None
+    _client: str | None | bool = False
+    _state: dict[str, Any] | None = None
 
     def __init__(self, scope: Scope, proxies: ProxyResolver) -> None:
         self.scope = scope
         self.method: str = scope.get("method", "")
         self.path: str = scope["path"]
         self.start = perf_counter()
-        self.end = 0.0
-        self.status = 0
-        self.response_bytes = 0
-        self.request_id: str | None = None
-        self.route: str | None = None
-        self.exception: BaseException | None = None
-        self.span: Any = None
-        self.trace_id: str | None = None
-        self.span_id: str | None = None
-        self.rate_limit_policy: str | None = None
         self.response_headers: list[tuple[bytes, bytes]] = []
-        self.state: dict[str, Any] = {}
         self._proxies = proxies
-        self._client: str | None | bool = False
 
     @property
     def client(self) -> str | None:
@@ -67,6 +49,13 @@ class Exchange:
         if self._client is False:
             self._client = self._proxies.client(self.scope)
         return self._client  # type: ignore[return-value]
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Free-form per-request data of components."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     @property
     def duration(self) -> float:

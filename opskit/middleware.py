@@ -176,6 +176,8 @@ class OpskitMiddleware:
         if ex.end:
             return
         ex.end = perf_counter()
+        if not self._on_finish:
+            return
         ex.route = self.routes.resolve(ex.scope)
         for hook in self._on_finish:
             try:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import orjson
 import pytest
+from websockets.sync.client import connect
 
 from tests.servers import Background, listening_socket, wait_for_port
 
@@ -43,13 +44,21 @@ class TestRealServer:
             r = c.get("/items/1", headers={"X-Request-ID": "x" * 200})
             assert len(r.headers["x-request-id"]) == 32
             assert c.get("/healthz").status_code == 200
+            assert c.get("/sync", headers={"X-Request-ID": "wire-5"}).json()["request_id"] == "wire-5"
+            assert c.get("/background", headers={"X-Request-ID": "wire-6"}).status_code == 200
+        ws_url = base.replace("http://", "ws://") + "/ws"
+        with connect(ws_url, additional_headers={"X-Request-ID": "wire-ws"}) as ws:
+            assert ws.response is not None
+            assert ws.response.headers["x-request-id"] == "wire-ws"
+            ws.send("hi")
+            assert ws.recv() == "echo hi True"
         proc.stop()
         out = proc.stdout().splitlines()
         assert out, "the server wrote nothing to stdout"
         parsed = [orjson.loads(line) for line in out]  # every stdout line is JSON
-        access = [line for line in parsed if line.get("logger") == "opskit.access"]
+        access = [line for line in parsed if line.get("logger") == "opskit.access" and line["event"] == "request"]
         assert [line["request_id"] for line in access[:3]] == ["wire-1", "wire-2", "wire-3"]
-        assert len(access) == 4  # /healthz is not logged, and nothing is logged twice
+        assert len(access) == 6  # /healthz is not logged, and nothing is logged twice
         assert not [line for line in parsed if line.get("logger") == "uvicorn.access"]
         boom = [line for line in parsed if line.get("request_id") == "wire-3"]
         assert {line["event"] for line in boom} >= {"about to fail", "unhandled exception", "request"}
@@ -57,3 +66,7 @@ class TestRealServer:
         assert not [line for line in parsed if "Exception in ASGI application" in str(line.get("event"))]
         assert any(line.get("logger") == "uvicorn.error" for line in parsed)
         assert all(line["service"] == "served" for line in parsed)
+        events = {(line["event"], line.get("request_id")) for line in parsed}
+        assert ("sync endpoint", "wire-5") in events
+        assert ("background job ran", "wire-6") in events
+        assert ("websocket", "wire-ws") in events

@@ -28,9 +28,13 @@ class TeapotError(Exception):
 
 
 def _file() -> str:
-    path = os.path.join(tempfile.gettempdir(), "opskit-test-file.txt")
-    with open(path, "w") as f:
-        f.write("file body\n" * 100)
+    # Fixed content and mtime: FileResponse's ETag and Last-Modified derive from them, and
+    # tests compare the responses of two apps.
+    path = os.path.join(tempfile.gettempdir(), f"opskit-test-file-{os.getpid()}.txt")
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write("file body\n" * 100)
+        os.utime(path, (1_700_000_000, 1_700_000_000))
     return path
 
 

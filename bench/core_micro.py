@@ -1,0 +1,96 @@
+"""In-process cost of opskit's core per request (no server, no network): ``python bench/core_micro.py``.
+
+Drives a FastAPI app's ASGI callable directly and reports microseconds per request for the bare
+app and for opskit's request-ID and access-log components, so hot-path changes can be compared
+quickly. Not a test; the end-to-end numbers come from ``make bench``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+import opskit
+
+OFF = {
+    "metrics_enabled": False,
+    "tracing_enabled": False,
+    "ratelimit_enabled": False,
+}
+
+
+def make(variant: str) -> Any:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    if variant == "request_id":
+        opskit.instrument(app, logging_enabled=False, **OFF)
+    elif variant == "access_log":
+        opskit.instrument(app, request_id_enabled=False, **OFF)
+    elif variant == "core":
+        opskit.instrument(app, **OFF)
+    return app
+
+
+async def drive(app: Any, n: int) -> float:
+    scope_base = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/items/42",
+        "raw_path": b"/items/42",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    body = {"type": "http.request", "body": b"", "more_body": False}
+
+    async def receive() -> dict[str, Any]:
+        return body
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    for _ in range(500):
+        await app(dict(scope_base), receive, send)
+    # CPU time of this process: other processes on a busy machine distort it far less than wall time.
+    start = time.process_time()
+    for _ in range(n):
+        await app(dict(scope_base), receive, send)
+    return (time.process_time() - start) / n * 1e6
+
+
+def main() -> None:
+    n = int(os.environ.get("N", "20000"))
+    variants = sys.argv[1:] or ["bare", "request_id", "access_log", "core"]
+    devnull = open(os.devnull, "w")  # noqa: SIM115
+    sys.stdout, real = devnull, sys.stdout
+    results: dict[str, float] = {}
+    run: Callable[[Any], float] = lambda app: asyncio.run(drive(app, n))  # noqa: E731
+    for _ in range(int(os.environ.get("ROUNDS", "5"))):
+        for v in variants:
+            us = run(make(v))
+            results[v] = min(results.get(v, us), us)
+    sys.stdout = real
+    bare = results.get("bare")
+    for v, us in results.items():
+        extra = f"  (+{us - bare:.1f} us)" if bare and v != "bare" else ""
+        print(f"{v:12s} {us:7.1f} us/request{extra}")
+
+
+if __name__ == "__main__":
+    main()
