@@ -191,6 +191,7 @@ def read_directory(path: str, *, sweep: bool = True) -> dict[bytes, Merged]:
     dead: list[str] = []
     for name, buf in workers:
         if name in skip:
+            dead.append(name)  # counted in the archive; left behind by an interrupted compaction
             continue
         header = read_header(buf)
         if header is None:
@@ -215,7 +216,11 @@ def compact(path: str, names: list[str]) -> None:
         done: list[str] = []
         for name in names:
             buf = _read(os.path.join(path, name))
-            if buf is None or name in absorbed:
+            if buf is None:
+                continue
+            if name in absorbed:  # already counted: only the deletion was missed
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(path, name))
                 continue
             header = read_header(buf)
             if header is not None:

@@ -273,3 +273,40 @@ class TestWorkers:
         assert list(path.iterdir()) == []
         prepare_directory(str(tmp_path / "new"))
         assert (tmp_path / "new").is_dir()
+
+
+class TestInterruptedCompaction:
+    def test_a_file_left_after_its_absorption_is_not_counted_twice(self, registry: Registry, directory: str) -> None:
+        """If compaction died between writing the archive and deleting the file, the file is
+        skipped by scrapes (counted once) and deleted by the next sweep."""
+        c = registry.counter("crash_total", "Crash.")
+        c.inc()
+        pid = in_child(lambda: c.inc(7))
+        (name,) = [n for n in store_files(directory) if n.startswith(f"opskit-{pid}-")]
+        kept = Path(directory, name).read_bytes()
+        worker_exited(pid, directory)
+        Path(directory, name).write_bytes(kept)  # as if the unlink had not happened
+        assert values(registry, "crash_total") == {(): [8.0]}
+        assert name not in store_files(directory)
+        assert values(registry, "crash_total") == {(): [8.0]}
+
+    def test_compaction_during_a_scrape_counts_each_request_once(
+        self, registry: Registry, directory: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker folded into the archive between the scrape reading its file and reading the
+        archive is still counted once (the archive names what it absorbed)."""
+        from opskit.metrics import multiprocess
+
+        c = registry.counter("race_total", "Race.")
+        c.inc()
+        pid = in_child(lambda: c.inc(5))
+        real_read = multiprocess._read
+
+        def read(path: str) -> bytes | None:
+            if path.endswith(ARCHIVE):
+                monkeypatch.setattr(multiprocess, "_read", real_read)
+                worker_exited(pid, directory)  # the master's child_exit hook, right now
+            return real_read(path)
+
+        monkeypatch.setattr(multiprocess, "_read", read)
+        assert multiprocess.read_directory(directory, sweep=False)[b'["race_total",[]]'].values == [6.0]
