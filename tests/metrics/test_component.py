@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from opskit.middleware import OpskitMiddleware
 from opskit.settings import load_settings
 from tests.metrics import app as test_app
 from tests.metrics.parsing import parse_openmetrics, parse_text
+from tests.servers import which
 
 TRACE = "5b8efff798038103d269b633813fc60c"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -232,6 +234,21 @@ class TestEndpoint:
         assert r.headers["content-encoding"] == "gzip"
         assert "# TYPE http_requests_total counter" in r.text
         assert (await served.client.post("/metrics")).status_code == 405
+
+    async def test_promtool_accepts_the_real_exposition(self, served: Served) -> None:
+        """Every metric the component exposes passes `promtool check metrics` without a warning."""
+        await served.client.get("/items/1", headers={"x-test-trace-id": TRACE})
+        await served.client.get("/boom")
+        await served.client.post("/upload", content=b"abc")
+        await served.client.get("/nowhere")
+        text = await served.scrape()
+        for name in ("http_requests_total", "http_exceptions_total", "http_request_size_bytes", "opskit_build_info"):
+            assert f"# TYPE {name} " in text
+        promtool = await asyncio.create_subprocess_exec(
+            which("promtool"), "check", "metrics", stdin=PIPE, stdout=PIPE, stderr=STDOUT
+        )
+        out, _ = await asyncio.wait_for(promtool.communicate(text.encode()), 30)
+        assert (promtool.returncode, out.decode()) == (0, "")
 
     async def test_metrics_path_is_not_measured(self, served: Served) -> None:
         """Scrapes are not counted as requests."""
