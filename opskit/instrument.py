@@ -27,6 +27,10 @@ def build_components(settings: Settings, app: object) -> list[Component]:
         from .metrics.component import create_component as metrics_component
 
         components.append(metrics_component(settings, app))
+    from .ratelimit.component import create_component as ratelimit_component
+
+    if (ratelimit := ratelimit_component(settings, app)) is not None:
+        components.append(ratelimit)
     # -- end of feature components --------------------------------------------------------------
     if settings.logging_enabled and settings.access_log_enabled:
         components.append(AccessLog(settings))

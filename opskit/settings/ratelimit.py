@@ -1,9 +1,130 @@
-"""Settings of the ratelimit feature."""
+"""Settings of the ratelimit feature: the global limit, exemptions, Redis and the failure policy."""
 
 from __future__ import annotations
 
-from ._base import SettingsSection
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from ._base import SettingsSection, split_list
+
+OnError = Literal["allow", "reject", "memory"]
+StrTuple = Annotated[tuple[str, ...], NoDecode]
+
+_KEY_SPEC = re.compile(r"^(ip|header:[A-Za-z0-9_-]+)$")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://", "rediss+cluster://")
 
 
 class RateLimitSettings(SettingsSection):
     """Knobs of the ratelimit feature."""
+
+    rate_limit: str = Field(
+        "",
+        description=(
+            "Global limit on every request, e.g. `100/second burst=200, 5000/hour` (off when empty). "
+            "`burst=N` sets the bucket size of the rate before it (default: the rate's amount)."
+        ),
+    )
+    rate_limit_key: str = Field(
+        "ip",
+        description="Who the global limit counts: `ip` (proxy-aware client address) or `header:<Name>` (API key).",
+    )
+    rate_limit_exempt_paths: StrTuple = Field(
+        ("/healthz", "/readyz", "/metrics"),
+        description="Paths the global limit never applies to (exact, or a prefix ending in `*`).",
+    )
+    rate_limit_exempt_networks: StrTuple = Field(
+        (), description="Client networks (CIDRs) the global limit never applies to, e.g. `10.0.0.0/8`."
+    )
+    rate_limit_on_error: OnError = Field(
+        "allow",
+        description=(
+            "When the Redis backend fails: `allow` (fail-open), `reject` (503), "
+            "or `memory` (fall back to a per-process bucket)."
+        ),
+    )
+    rate_limit_headers: bool = Field(True, description="Send `RateLimit`/`RateLimit-Policy` on allowed responses too.")
+    rate_limit_legacy_headers: bool = Field(
+        False, description="Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`."
+    )
+    rate_limit_readiness_check: bool = Field(
+        False,
+        description=(
+            "Make the readiness endpoint fail while Redis does not answer (off: with fail-open, "
+            "a Redis outage must not take every pod out of the load balancer)."
+        ),
+    )
+    rate_limit_key_prefix: str = Field("opskit:rl:", description="Prefix of every Redis key the limiter writes.")
+    rate_limit_memory_max_keys: int = Field(
+        100_000,
+        ge=100,
+        le=100_000_000,
+        description="Most buckets the in-memory backend keeps (LRU).",
+    )
+    rate_limit_breaker_failures: int = Field(
+        3, ge=1, le=1000, description="Consecutive Redis failures that open the circuit breaker."
+    )
+    rate_limit_breaker_seconds: float = Field(
+        2.0, gt=0, le=300, description="How long an open circuit breaker stops calling Redis."
+    )
+    rate_limit_log_interval: float = Field(
+        10.0, gt=0, le=3600, description="At most one log line per failure reason in this many seconds."
+    )
+
+    redis_url: str = Field(
+        "",
+        description=(
+            "Redis for shared limits: `redis://`, `rediss://` (TLS), `redis+sentinel://h1:26379,h2:26379/master`, "
+            "`redis+cluster://`. Empty: per-process in-memory limits."
+        ),
+    )
+    redis_timeout: float = Field(0.05, gt=0, le=30, description="Seconds a rate-limit decision may wait for Redis.")
+    redis_max_connections: int = Field(16, ge=1, le=10_000, description="Redis connection pool size per process.")
+
+    @field_validator("rate_limit_exempt_paths", "rate_limit_exempt_networks", mode="before")
+    @classmethod
+    def _split_ratelimit_lists(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        if value.strip():
+            from opskit.ratelimit.rate import parse_rates
+
+            parse_rates(value)
+        return value
+
+    @field_validator("rate_limit_key")
+    @classmethod
+    def _check_rate_limit_key(cls, value: str) -> str:
+        if not _KEY_SPEC.match(value):
+            raise ValueError("expected `ip` or `header:<Header-Name>`")
+        return value
+
+    @field_validator("rate_limit_exempt_networks")
+    @classmethod
+    def _check_exempt_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network; expected CIDRs like 10.0.0.0/8,127.0.0.1") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if value and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError("expected a URL starting with " + ", ".join(_REDIS_SCHEMES))
+        return value
+
+    @field_validator("rate_limit_key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("braces are reserved for Redis Cluster hash tags")
+        return value

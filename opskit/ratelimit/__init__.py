@@ -1,0 +1,27 @@
+"""Rate limiting: token buckets in Redis (exact across pods) or in memory (per process).
+
+Configure the global limit with ``OPSKIT_RATE_LIMIT``; limit single routes with the
+:class:`RateLimit` FastAPI dependency, or with the slowapi-shaped :mod:`opskit.ratelimit.slowapi`.
+"""
+
+from __future__ import annotations
+
+from .decision import BackendError, Decision
+from .dependency import RateLimit
+from .limiter import RateLimiter
+from .memory import MemoryBackend
+from .policy import Policy
+from .rate import Rate, parse_rates
+from .redis_backend import RedisBackend
+
+__all__ = [
+    "BackendError",
+    "Decision",
+    "MemoryBackend",
+    "Policy",
+    "Rate",
+    "RateLimit",
+    "RateLimiter",
+    "RedisBackend",
+    "parse_rates",
+]

@@ -1,0 +1,135 @@
+"""The limiter: a backend, the failure policy around it, metrics and bounded-rate logs."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .breaker import CircuitBreaker, ThrottledLog
+from .decision import BackendError, Decision, Outcome
+from .memory import MemoryBackend
+from .metrics import RateLimitMetrics, default_metrics
+from .policy import Policy
+from .redis_backend import RedisBackend, connect
+
+if TYPE_CHECKING:
+    from opskit.settings import Settings
+
+__all__ = ["RateLimiter"]
+
+logger = logging.getLogger("opskit.ratelimit")
+
+
+class RateLimiter:
+    """Decides requests against policies; never raises, never waits longer than the backend timeout.
+
+    ``on_error`` is what a backend failure (or an open circuit breaker) means: ``allow`` lets the
+    request through, ``reject`` answers 503, ``memory`` decides with a per-process bucket instead.
+    ``headers`` sends the RateLimit fields on allowed responses too; ``legacy_headers`` adds the
+    ``X-RateLimit-*`` trio.
+    """
+
+    def __init__(
+        self,
+        backend: RedisBackend | MemoryBackend,
+        *,
+        prefix: str = "opskit:rl:",
+        on_error: str = "allow",
+        breaker: CircuitBreaker | None = None,
+        metrics: RateLimitMetrics | None = None,
+        log_interval: float = 10.0,
+        memory_max_keys: int = 100_000,
+        headers: bool = True,
+        legacy_headers: bool = False,
+    ) -> None:
+        if on_error not in ("allow", "reject", "memory"):
+            raise ValueError("on_error must be 'allow', 'reject' or 'memory'")
+        self.backend = backend
+        self.headers = headers
+        self.legacy_headers = legacy_headers
+        self.prefix = prefix
+        self.on_error = on_error
+        self.breaker = breaker or CircuitBreaker()
+        self.metrics = metrics or default_metrics()
+        self.log = ThrottledLog(logger, log_interval)
+        self.fallback = MemoryBackend(memory_max_keys) if on_error == "memory" else None
+        if isinstance(backend, RedisBackend) and backend._on_round_trip is None:
+            backend._on_round_trip = self.metrics.backend_latency
+
+    @classmethod
+    def from_settings(cls, settings: Settings, metrics: RateLimitMetrics | None = None) -> RateLimiter:
+        """Redis when ``OPSKIT_REDIS_URL`` is set, else the in-memory backend."""
+        backend: RedisBackend | MemoryBackend
+        if settings.redis_url:
+            client: Any = connect(
+                settings.redis_url, timeout=settings.redis_timeout, max_connections=settings.redis_max_connections
+            )
+            backend = RedisBackend(client, timeout=settings.redis_timeout)
+        else:
+            backend = MemoryBackend(settings.rate_limit_memory_max_keys)
+        return cls(
+            backend,
+            prefix=settings.rate_limit_key_prefix,
+            on_error=settings.rate_limit_on_error,
+            breaker=CircuitBreaker(settings.rate_limit_breaker_failures, settings.rate_limit_breaker_seconds),
+            metrics=metrics,
+            log_interval=settings.rate_limit_log_interval,
+            memory_max_keys=settings.rate_limit_memory_max_keys,
+            headers=settings.rate_limit_headers,
+            legacy_headers=settings.rate_limit_legacy_headers,
+        )
+
+    @property
+    def shared(self) -> bool:
+        """True when limits hold across processes (Redis), False for per-process buckets."""
+        return self.backend.shared
+
+    async def hit(self, policy: Policy, client_key: str, cost: int | None = None) -> Decision:
+        """Spend ``cost`` (default: the policy's) tokens of ``client_key`` under ``policy``."""
+        key = policy.storage_key(self.prefix, client_key)
+        spend = policy.cost if cost is None else cost
+        backend = self.backend
+        if isinstance(backend, MemoryBackend):
+            decision = backend.decide(key, policy.rates, spend)
+        elif self.breaker.closed:
+            try:
+                decision = await backend.decide(key, policy.rates, spend)
+                self.breaker.success()
+            except Exception as exc:  # whatever went wrong, the request gets the failure policy, not a 500
+                reason = exc.reason if isinstance(exc, BackendError) else "other"
+                if reason != "cancelled" and self.breaker.failure():
+                    self.log.warning(
+                        "circuit_open",
+                        f"rate-limit backend failing; pausing it for "
+                        f"{self.breaker.open_seconds:g}s (on_error={self.on_error})",
+                    )
+                decision = self._failed(policy, key, spend, reason)
+        else:
+            decision = self._failed(policy, key, spend, "circuit_open")
+        self.metrics.decision(policy.name, decision.outcome)
+        return decision
+
+    def _failed(self, policy: Policy, key: str, cost: int, reason: str) -> Decision:
+        self.metrics.backend_error(reason)
+        self.log.warning(reason, f"rate-limit backend error ({reason}); on_error={self.on_error}")
+        outcome: Outcome
+        if self.fallback is not None:
+            decision = self.fallback.decide(key, policy.rates, cost)
+            decision.outcome = "error_allowed" if decision.allowed else "error_rejected"
+            return decision
+        outcome = "error_allowed" if self.on_error == "allow" else "error_rejected"
+        rate = policy.rates[0]
+        retry = self.breaker.open_seconds if outcome == "error_rejected" else 0.0
+        return Decision(outcome, rate, rate.burst, retry, 0.0, unavailable=outcome == "error_rejected")
+
+    async def warm_up(self) -> bool:
+        """Connect and load the script ahead of the first request; True when the backend answered."""
+        return await self.backend.warm_up() if isinstance(self.backend, RedisBackend) else True
+
+    async def ping(self) -> bool:
+        """Readiness: the backend answers (always true in memory)."""
+        return await self.backend.ping() if isinstance(self.backend, RedisBackend) else True
+
+    async def close(self) -> None:
+        if isinstance(self.backend, RedisBackend):
+            await self.backend.close()

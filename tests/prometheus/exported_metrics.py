@@ -1,0 +1,69 @@
+"""The metrics opskit exports, in one place: the dashboards, rules and their tests build on these.
+
+A rename in the package is one edit here; the tests then point at every dashboard panel and rule
+that still uses the old name. ``EXTERNAL`` lists the series other exporters provide (Prometheus's
+own ``up``, kube-state-metrics, cAdvisor): the scaling dashboard reads them, a local stack has none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["counter", "gauge", "histogram", "info"]
+
+# Labels Prometheus adds to every series of a scraped opskit pod (kube-prometheus ServiceMonitor relabelling).
+TARGET_LABELS = ("job", "namespace", "service", "pod", "instance")
+
+# Status codes, routes and decisions are label values the code produces; rules and panels select on them.
+RATELIMIT_DECISIONS = ("allowed", "limited", "error_allowed", "error_rejected")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric family as the exposition names it (histograms without their suffixes)."""
+
+    name: str
+    type: MetricType
+    labels: tuple[str, ...]
+
+    def series_names(self) -> tuple[str, ...]:
+        """The sample names of the family as Prometheus stores them."""
+        if self.type == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+EXPORTED = (
+    Metric("http_requests_total", "counter", ("method", "route", "status")),
+    Metric("http_request_duration_seconds", "histogram", ("method", "route")),
+    Metric("http_requests_in_progress", "gauge", ("method", "route")),
+    Metric("http_request_size_bytes", "histogram", ("method", "route")),
+    Metric("http_response_size_bytes", "histogram", ("method", "route")),
+    Metric("http_exceptions_total", "counter", ("method", "route", "exception_type")),
+    Metric("opskit_build_info", "info", ("version", "service")),
+    Metric("opskit_ratelimit_decisions_total", "counter", ("policy", "decision")),
+    Metric("opskit_ratelimit_backend_duration_seconds", "histogram", ()),
+    Metric("opskit_ratelimit_backend_errors_total", "counter", ("reason",)),
+)
+
+EXTERNAL = (
+    "up",
+    "kube_horizontalpodautoscaler_status_current_replicas",
+    "kube_horizontalpodautoscaler_status_desired_replicas",
+    "kube_horizontalpodautoscaler_spec_min_replicas",
+    "kube_horizontalpodautoscaler_spec_max_replicas",
+    "kube_pod_container_resource_limits",
+    "container_cpu_usage_seconds_total",
+    "container_cpu_cfs_throttled_periods_total",
+    "container_cpu_cfs_periods_total",
+    "container_memory_working_set_bytes",
+)
+
+# Series only a Kubernetes cluster has: a local scrape of opskit cannot give them data.
+KUBERNETES_ONLY = tuple(name for name in EXTERNAL if name != "up")
+
+
+def exported_series() -> frozenset[str]:
+    """Every series name an opskit process exposes."""
+    return frozenset(series for metric in EXPORTED for series in metric.series_names())

@@ -1,0 +1,50 @@
+"""One worker of the exactness test: hammer one key through a Redis limiter, print what it saw.
+
+Run as ``python -m tests.ratelimit.hammer URL PREFIX RATE SECONDS START_AT``; prints one JSON line
+with the admitted count and the wall-clock times of the first request sent and the last answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from opskit.ratelimit import Policy, RateLimiter, RedisBackend
+from opskit.ratelimit.metrics import RateLimitMetrics
+from opskit.ratelimit.redis_backend import connect
+
+CONCURRENCY = 5
+
+
+async def main(url: str, prefix: str, rate: str, seconds: float, start_at: float) -> dict[str, float]:
+    backend = RedisBackend(connect(url, timeout=1.0, max_connections=4), timeout=1.0)
+    limiter = RateLimiter(backend, prefix=prefix, metrics=RateLimitMetrics(CollectorRegistry()))
+    await limiter.warm_up()
+    policy = Policy.build("exact", rate)
+    await asyncio.sleep(max(0.0, start_at - time.time()))
+    first = time.time()
+    stop = first + seconds
+    counts = {"admitted": 0, "total": 0, "errors": 0}
+
+    async def worker() -> None:
+        while time.time() < stop:
+            decision = await limiter.hit(policy, "the-one-key")
+            counts["total"] += 1
+            counts["admitted"] += decision.outcome == "allowed"
+            counts["errors"] += decision.outcome.startswith("error")
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    last = time.time()
+    await limiter.close()
+    return {**counts, "first": first, "last": last}
+
+
+if __name__ == "__main__":
+    url, prefix, rate, seconds, start_at = sys.argv[1:6]
+    result = asyncio.run(main(url, prefix, rate, float(seconds), float(start_at)))
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
