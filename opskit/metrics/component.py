@@ -25,6 +25,7 @@ from ..exchange import Exchange
 from ..routes import RouteTemplates
 from ..settings import Settings
 from ._layout import EXEMPLAR_DOUBLES
+from .client_bridge import ClientMetrics
 from .endpoint import MetricsEndpoint, MetricsServer, Scrape
 from .registry import Histogram, Registry, default_directory
 
@@ -102,7 +103,8 @@ class MetricsComponent(Component):
         self._in_progress_keys: set[tuple[str, str]] = set()
         self._ticker: asyncio.Task[None] | None = None
 
-        self.scrape = Scrape(registry, before=self.update_in_progress)
+        client = ClientMetrics(registry.directory, settings.prometheus_multiproc_dir)
+        self.scrape = Scrape(registry, before=self.update_in_progress, client=client)
         self.server: MetricsServer | None = None
         if settings.metrics_port is not None:
             self.server = MetricsServer(

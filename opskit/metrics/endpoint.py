@@ -9,6 +9,7 @@ from typing import Final
 
 from starlette.types import Receive, Scope, Send
 
+from .client_bridge import ClientMetrics
 from .exposition import OPENMETRICS, TEXT, accepts_gzip, encode_body, render, wants_openmetrics
 from .registry import Registry
 
@@ -21,9 +22,12 @@ _HEAD_TIMEOUT: Final = 5.0
 class Scrape:
     """Produces one scrape's response: merged values, rendered in the format asked for."""
 
-    def __init__(self, registry: Registry, before: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, registry: Registry, before: Callable[[], None] | None = None, client: ClientMetrics | None = None
+    ) -> None:
         self.registry = registry
         self.before = before
+        self.client = client
 
     async def respond(self, accept: str, accept_encoding: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         """Body and headers for a scrape with these request headers."""
@@ -45,7 +49,11 @@ class Scrape:
         return body, headers
 
     def _body(self, openmetrics: bool, gzipped: bool) -> bytes:
-        return encode_body(render(self.registry.collect(), openmetrics), gzipped)
+        body = render(self.registry.collect(), openmetrics)
+        if self.client is not None:
+            extra = self.client.render(openmetrics, (m.name for m in self.registry.metrics()))
+            body = body.removesuffix(b"# EOF\n") + extra if openmetrics else body + extra
+        return encode_body(body, gzipped)
 
 
 def _simple(status: int, text: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -70,6 +70,11 @@ def worker_exited(pid: int, path: str | None = None) -> None:
         names = [n for n in os.listdir(path) if n.startswith(prefix) and n.endswith(FILE_SUFFIX)]
         if names:
             compact(path, names)
+    # prometheus_client's own files in the same directory (metrics defined with it directly)
+    from prometheus_client.multiprocess import mark_process_dead
+
+    with contextlib.suppress(OSError):
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
 
 
 def alive(pid: int, start_time: int) -> bool:

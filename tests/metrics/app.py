@@ -11,6 +11,7 @@ import os
 import re
 from typing import Any
 
+import prometheus_client
 from fastapi import BackgroundTasks, FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +27,8 @@ from opskit.routes import RouteTemplates
 from opskit.settings import Settings
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+# A metric kept by prometheus_client itself, as the rate limiter's or an app's own would be.
+spread_calls = prometheus_client.Counter("opskit_test_spread_calls_total", "Calls of /spread (prometheus_client).")
 release = asyncio.Event()
 
 
@@ -52,6 +55,7 @@ def create_app() -> FastAPI:
     @app.get("/spread/{n}")
     async def spread(n: int) -> dict[str, Any]:
         await asyncio.sleep(0.005)  # lets concurrent requests reach other workers
+        spread_calls.inc()
         return {"pid": os.getpid()}
 
     @app.post("/upload")

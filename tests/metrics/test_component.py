@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import prometheus_client
 import pytest
 
 from opskit.metrics import Registry
@@ -270,6 +271,34 @@ class TestEndpoint:
         async with s.client:
             assert "http_requests_total" in (await s.client.get("/internal/prom")).text
         s.registry.close()
+
+
+class TestPrometheusClientMetrics:
+    async def test_default_registry_is_on_the_same_endpoint(self, served: Served) -> None:
+        """Metrics defined with prometheus_client (the app's, a library's) are exposed too, in both formats."""
+        counter = prometheus_client.Counter("opskit_test_bridged_total", "Bridged.")
+        try:
+            counter.inc(3)
+            assert "opskit_test_bridged_total 3.0" in await served.scrape()
+            text = await served.scrape(openmetrics=True)
+            assert text.count("# EOF") == 1
+            families = {f.name: f for f in parse_openmetrics(text)}
+            assert families["opskit_test_bridged"].samples[0].value == 3.0
+            assert "http_requests" in families and "process_cpu_seconds" in families
+        finally:
+            prometheus_client.REGISTRY.unregister(counter)
+
+    async def test_opskit_families_win_over_the_same_names(self, served: Served) -> None:
+        """A prometheus_client metric named like one of opskit's is not exposed twice."""
+        duplicate = prometheus_client.Counter("http_requests_total", "Someone else's.", ["path"])
+        try:
+            duplicate.labels("/raw/path").inc()
+            await served.client.get("/items/1")
+            text = await served.scrape()
+            assert text.count("# TYPE http_requests_total counter") == 1 and "/raw/path" not in text
+            parse_openmetrics(await served.scrape(openmetrics=True))  # duplicates would fail to parse
+        finally:
+            prometheus_client.REGISTRY.unregister(duplicate)
 
 
 def test_component_is_registered_by_instrument() -> None:

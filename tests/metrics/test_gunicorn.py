@@ -59,12 +59,12 @@ class Workers:
         assert all(r.status_code == 200 for r in responses)
         return {int(r.json()["pid"]) for r in responses}
 
-    def total(self, metrics_port: bool = False) -> float:
-        """Sum of http_requests_total in one scrape (answered by whichever worker)."""
+    def total(self, metrics_port: bool = False, family: str = "http_requests") -> float:
+        """Sum of a counter in one scrape (answered by whichever worker)."""
         r = self.get("/metrics", self.metrics_port if metrics_port else None)
         assert r.status_code == 200
         families = {f.name: f for f in parse_text(r.text)}
-        return sum(s.value for s in families["http_requests"].samples)
+        return sum(s.value for s in families[family].samples if s.name.endswith("_total"))
 
 
 def start_gunicorn(directory: Path) -> Workers:
@@ -118,6 +118,8 @@ class TestGunicorn:
         gunicorn.requests(more)
         assert [gunicorn.total() for _ in range(3)] == [n + more] * 3
         assert [gunicorn.total(metrics_port=True) for _ in range(3)] == [n + more] * 3
+        # prometheus_client's own metrics share the directory and add up as well
+        assert [gunicorn.total(family="opskit_test_spread_calls") for _ in range(3)] == [n + more] * 3
         gunicorn.proc.stop()
         logs = gunicorn.proc.stdout() + gunicorn.proc.stderr()
         assert "opskit component failed" not in logs  # every worker could listen on the metrics port
