@@ -17,6 +17,7 @@ __all__ = ["MetricsEndpoint", "MetricsServer", "Scrape"]
 
 _MAX_HEAD: Final = 16 * 1024
 _HEAD_TIMEOUT: Final = 5.0
+_REASONS: Final = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
 class Scrape:
@@ -124,8 +125,11 @@ class MetricsServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT)
-            status, body, headers = await self._answer(head)
-            lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}".encode()]
+            try:
+                status, body, headers = await self._answer(head)
+            except Exception:  # a failed scrape is that scrape's 500, never the listener's end
+                status, body, headers = _simple(500, b"Internal Server Error")
+            lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}".encode()]
             lines += [name + b": " + value for name, value in headers]
             lines.append(b"connection: close")
             writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
