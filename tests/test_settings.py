@@ -78,3 +78,11 @@ def test_section_validators_do_not_shadow_each_other() -> None:
         for name in cls.__dict__["__pydantic_decorators__"].field_validators:
             assert name not in seen, f"{cls.__name__}.{name} shadows {seen[name]}.{name}"
             seen[name] = cls.__name__
+
+
+def test_error_names_the_variable_that_was_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several names for one knob, the message names the one the user set."""
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    with pytest.raises(ConfigError, match="LOG_LEVEL='verbose'") as info:
+        load_settings()
+    assert "OPSKIT_LOG_LEVEL" not in str(info.value)
