@@ -29,6 +29,10 @@ def build_components(settings: Settings, app: object) -> list[Component]:
         tracing = create_tracing(settings, app)
         if tracing is not None:
             components.append(tracing)
+    if settings.metrics_enabled:
+        from .metrics.component import create_component as metrics_component
+
+        components.append(metrics_component(settings, app))
     from .ratelimit.component import create_component as ratelimit_component
 
     if (ratelimit := ratelimit_component(settings, app)) is not None:
