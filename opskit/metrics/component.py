@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from ..component import Component
 from ..exchange import Exchange
+from ..paths import PathPatterns
 from ..routes import RouteTemplates
 from ..settings import Settings
 from ._layout import EXEMPLAR_DOUBLES
@@ -65,8 +66,7 @@ class MetricsComponent(Component):
         self._exemplars = settings.metrics_exemplars
         self._sizes = settings.metrics_size_enabled
         excluded = settings.metrics_exclude_paths
-        self._excluded_exact = frozenset(p for p in excluded if not p.endswith("*"))
-        self._excluded_prefixes = tuple(p[:-1] for p in excluded if p.endswith("*"))
+        self._excluded = PathPatterns(excluded)
 
         m = ("method", "route")
         self.requests = registry.counter(
@@ -124,7 +124,7 @@ class MetricsComponent(Component):
 
     def request_started(self, ex: Exchange) -> None:
         path = ex.path
-        if path in self._excluded_exact or (self._excluded_prefixes and path.startswith(self._excluded_prefixes)):
+        if path in self._excluded:
             return
         self._live.add(ex)
 
@@ -177,9 +177,7 @@ class MetricsComponent(Component):
         self.exceptions.labels(method, route, type(ex.exception).__name__).inc()
 
     def _measured(self, path: str) -> bool:
-        return not (
-            path in self._excluded_exact or (self._excluded_prefixes and path.startswith(self._excluded_prefixes))
-        )
+        return path not in self._excluded
 
     def _exemplar(self, slots: _Slots, bucket: int, trace_id: str, duration: float) -> None:
         now = time()
