@@ -1,7 +1,7 @@
 """gunicorn server hooks: metrics directory, per-worker state, flushing, aborted workers.
 
-The metrics and tracing features are optional (switched off, or not installed): each hook looks
-their functions up lazily and falls back to what prometheus_client itself offers.
+Feature modules are imported inside the hooks, so the master stays light and the worker does the
+work after fork (exporter threads, metric files).
 """
 
 from __future__ import annotations
@@ -11,11 +11,9 @@ import os
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from .logs import configure_process_logging, flush, log_event
-from .optional import optional_function
 from .options import active_settings
 from .sizing import worker_count
 
@@ -39,14 +37,9 @@ def _metrics_directory() -> str | None:
     # Workers read the variable (their settings, prometheus_client): set it before they fork.
     os.environ[MULTIPROC_ENV] = path
     _metrics_dir = path
-    prepare = optional_function("opskit.metrics.multiprocess", "prepare_directory")
-    if prepare is not None:
-        prepare(path)
-    else:
-        directory = Path(path)
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.db"):
-            stale.unlink()
+    from opskit.metrics.multiprocess import prepare_directory
+
+    prepare_directory(path)
     return path
 
 
@@ -78,31 +71,31 @@ def post_fork(server: Any, worker: Any) -> None:
     if callable(hold):
         hold()
     configure_process_logging(active_settings())
-    init_worker = optional_function("opskit.tracing", "init_worker")
-    if init_worker is not None:
-        init_worker()
+    from opskit.tracing import init_worker
+
+    init_worker()
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Master, after a worker died: drop its live-gauge files from the metrics directory."""
+    """Master, after a worker died: fold its counts into the archive, drop its live gauges."""
     if _metrics_dir is None:
         return
-    worker_exited = optional_function("opskit.metrics.multiprocess", "worker_exited")
-    if worker_exited is not None:
-        worker_exited(worker.pid, _metrics_dir)
-        return
-    mark_process_dead = optional_function("prometheus_client.multiprocess", "mark_process_dead")
-    if mark_process_dead is not None:
-        mark_process_dead(worker.pid, _metrics_dir)
+    from prometheus_client.multiprocess import mark_process_dead
+
+    from opskit.metrics.multiprocess import worker_exited
+
+    worker_exited(worker.pid, _metrics_dir)
+    # Live gauges of metrics an app defines with prometheus_client itself.
+    mark_process_dead(worker.pid, _metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def worker_exit(server: Any, worker: Any) -> None:
     """Worker about to exit: spans and logs flushed."""
     if worker.pid != os.getpid():
         return  # gunicorn also calls this in the master for a worker that vanished
-    shutdown = optional_function("opskit.tracing", "shutdown")
-    if shutdown is not None:
-        shutdown()
+    from opskit.tracing import shutdown
+
+    shutdown()
     flush()
 
 

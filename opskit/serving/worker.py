@@ -23,8 +23,9 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
+from opskit import health
+
 from .logs import flush
-from .optional import optional_function
 from .options import active_settings
 
 _MAX_PATH = 200
@@ -148,8 +149,9 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         # off whatever that did, since opskit writes the access log.
         logging.getLogger("uvicorn.access").disabled = True
         settings = active_settings()
-        begin_shutdown = optional_function("opskit.health", "begin_shutdown")
-        self.server = DrainingServer(self.config, shutdown_delay=settings.shutdown_delay, on_drain=begin_shutdown)
+        self.server = DrainingServer(
+            self.config, shutdown_delay=settings.shutdown_delay, on_drain=health.begin_shutdown
+        )
         self._install_sigquit_handler()
         # uvloop closes the listening descriptors itself on shutdown; handing it gunicorn's
         # wrappers would make them close the same descriptors again (and log EBADF).

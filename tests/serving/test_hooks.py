@@ -54,7 +54,9 @@ class TestWorkerExit:
     def test_only_in_the_worker_itself(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """gunicorn also calls worker_exit in the master for a vanished worker: nothing is shut down there."""
         calls: list[str] = []
-        monkeypatch.setattr(hooks, "optional_function", lambda module, name: lambda: calls.append(name))
+        import opskit.tracing
+
+        monkeypatch.setattr(opskit.tracing, "shutdown", lambda: calls.append("shutdown"))
         hooks.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid() + 1))
         assert calls == []
         hooks.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid()))
