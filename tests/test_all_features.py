@@ -68,7 +68,7 @@ def test_log_span_metric_and_limit_tell_the_same_story(receiver: OtlpReceiver, l
     assert spans["all-3"].attributes["http.response.status_code"] == 429
 
     scrape = c.get("/metrics", headers={"Accept": "application/openmetrics-text"})
-    families = {f.name: f for f in text_string_to_metric_families(scrape.text)}
+    families = {f.name: f for f in text_string_to_metric_families(scrape.text)}  # type: ignore[no-untyped-call]
     requests = {
         s.labels["status"]: s
         for s in families["http_requests"].samples
