@@ -39,9 +39,17 @@ docs: venv
 bench: venv tools
 	$(PY) -m bench $(BENCH_ARGS)
 
-## demo: the example service on 2 gunicorn workers
+## demo: the example service on 2 gunicorn workers (DEMO_PORT=8000; no Redis or collector needed)
+DEMO_PORT ?= 8000
 demo: venv
-	$(VENV)/bin/opskit serve examples.demo:app
+	@echo "opskit demo: 2 gunicorn workers on http://127.0.0.1:$(DEMO_PORT) (Ctrl+C stops)"
+	@echo "  API      http://127.0.0.1:$(DEMO_PORT)/items/1"
+	@echo "  docs     http://127.0.0.1:$(DEMO_PORT)/docs"
+	@echo "  metrics  http://127.0.0.1:$(DEMO_PORT)/metrics"
+	@echo "  healthz  http://127.0.0.1:$(DEMO_PORT)/healthz"
+	@echo "  readyz   http://127.0.0.1:$(DEMO_PORT)/readyz"
+	WEB_CONCURRENCY=2 HOST=127.0.0.1 PORT=$(DEMO_PORT) OTEL_SERVICE_NAME=opskit-demo \
+		$(VENV)/bin/opskit serve examples.demo:app
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .pytest_cache .ruff_cache

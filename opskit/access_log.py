@@ -9,17 +9,12 @@ from ._logging import get_logger, static_fields, timestamp, write_json
 from .component import Component
 from .context import _request_id
 from .exchange import Exchange
+from .paths import PathPatterns
 from .settings import Settings
 
 __all__ = ["AccessLog"]
 
 _MAX_FIELD = 1024  # a hostile User-Agent or path must not make a line unbounded
-
-
-def _matcher(patterns: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
-    exact = frozenset(p for p in patterns if not p.endswith("*"))
-    prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
-    return exact, prefixes
 
 
 class AccessLog(Component):
@@ -32,19 +27,16 @@ class AccessLog(Component):
 
     def __init__(self, settings: Settings) -> None:
         self._log = get_logger("opskit.access")
-        self._exact, self._prefixes = _matcher(settings.access_log_exclude_paths)
+        self._excluded = PathPatterns(settings.access_log_exclude_paths)
         self._fast = settings.log_format == "json"
         self._static = static_fields(settings)
         self._info = logging.getLevelName(settings.log_level.upper()) <= logging.INFO
         self._error = logging.getLevelName(settings.log_level.upper()) <= logging.ERROR
 
-    def excluded(self, path: str) -> bool:
-        return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
-
     def request_finished(self, ex: Exchange) -> None:
         status = ex.status
         failed = status >= 500 or status == 0
-        if not (self._error if failed else self._info) or self.excluded(ex.path):
+        if not (self._error if failed else self._info) or ex.path in self._excluded:
             return
         ua = ex.header(b"user-agent")
         fields: dict[str, Any] = {
@@ -79,7 +71,7 @@ class AccessLog(Component):
         write_json(line)
 
     def websocket_closed(self, ex: Exchange) -> None:
-        if self.excluded(ex.path):
+        if ex.path in self._excluded:
             return
         self._log.info(
             "websocket",

@@ -23,6 +23,16 @@ def build_components(settings: Settings, app: object) -> list[Component]:
     """The enabled features, in the order their ``request_started`` hooks run."""
     components: list[Component] = []
     # -- feature components: each feature registers itself here --------------------------------
+    if settings.tracing_enabled:
+        from .tracing import create_component as create_tracing
+
+        tracing = create_tracing(settings, app)
+        if tracing is not None:
+            components.append(tracing)
+    if settings.metrics_enabled:
+        from .metrics.component import create_component as metrics_component
+
+        components.append(metrics_component(settings, app))
     from .ratelimit.component import create_component as ratelimit_component
 
     if (ratelimit := ratelimit_component(settings, app)) is not None:

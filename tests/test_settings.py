@@ -63,3 +63,26 @@ def test_every_field_has_an_environment_variable() -> None:
 
     for field in Settings.model_fields:
         assert env_name(field) in names
+
+
+def test_section_validators_do_not_shadow_each_other() -> None:
+    """Sections are joined by inheritance, so a validator name reused in two sections would
+    silently replace the other one: every validator name must be unique."""
+    from opskit.settings import Settings
+    from opskit.settings._base import SettingsSection
+
+    seen: dict[str, str] = {}
+    for cls in Settings.__mro__:
+        if not (isinstance(cls, type) and issubclass(cls, SettingsSection)) or cls in (Settings, SettingsSection):
+            continue
+        for name in cls.__dict__["__pydantic_decorators__"].field_validators:
+            assert name not in seen, f"{cls.__name__}.{name} shadows {seen[name]}.{name}"
+            seen[name] = cls.__name__
+
+
+def test_error_names_the_variable_that_was_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With several names for one knob, the message names the one the user set."""
+    monkeypatch.setenv("LOG_LEVEL", "verbose")
+    with pytest.raises(ConfigError, match="LOG_LEVEL='verbose'") as info:
+        load_settings()
+    assert "OPSKIT_LOG_LEVEL" not in str(info.value)

@@ -11,6 +11,7 @@ from starlette.types import ASGIApp
 from opskit.client_ip import ProxyResolver
 from opskit.component import Component
 from opskit.exchange import Exchange
+from opskit.paths import PathPatterns
 
 from .dependency import LIMITER_SCOPE_KEY, POLICY_SCOPE_KEY
 from .limiter import RateLimiter
@@ -41,9 +42,7 @@ class RateLimitComponent(Component):
             if settings.rate_limit.strip()
             else None
         )
-        patterns = settings.rate_limit_exempt_paths
-        self._exempt_exact = frozenset(p for p in patterns if not p.endswith("*"))
-        self._exempt_prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+        self._exempt_paths = PathPatterns(settings.rate_limit_exempt_paths)
         self._networks: tuple[_Network, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in settings.rate_limit_exempt_networks
         )
@@ -52,7 +51,7 @@ class RateLimitComponent(Component):
 
     def _exempt(self, ex: Exchange) -> bool:
         path = ex.path
-        if path in self._exempt_exact or (self._exempt_prefixes and path.startswith(self._exempt_prefixes)):
+        if path in self._exempt_paths:
             return True
         if self._networks and ex.client is not None:
             try:

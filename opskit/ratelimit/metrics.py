@@ -1,12 +1,12 @@
-"""Every metric the limiter records, behind one small class (the one place to port to another engine)."""
+"""Every metric the limiter records, declared in opskit's metrics engine (exact across workers)."""
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
-
+from .. import metrics as _metrics
+from ..metrics.registry import Counter, CounterChild, Registry
 from .decision import Outcome
 
-__all__ = ["RateLimitMetrics", "default_metrics"]
+__all__ = ["LATENCY_BUCKETS", "RateLimitMetrics", "default_metrics"]
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -17,27 +17,25 @@ class RateLimitMetrics:
     Labels are policy names and fixed reasons, never a client key.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
-        self._decisions = Counter(
-            "opskit_ratelimit_decisions",
+    def __init__(self, registry: Registry | None = None) -> None:
+        registry = registry if registry is not None else _metrics.REGISTRY
+        self._decisions: Counter = registry.counter(
+            "opskit_ratelimit_decisions_total",
             "Rate-limit decisions by policy and outcome (allowed, limited, error_allowed, error_rejected).",
             ["policy", "decision"],
-            registry=registry,
         )
-        self._latency = Histogram(
+        self._latency = registry.histogram(
             "opskit_ratelimit_backend_duration_seconds",
             "Round-trip time of one rate-limit backend call (a batch of decisions).",
             buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self._errors = Counter(
-            "opskit_ratelimit_backend_errors",
+        self._errors: Counter = registry.counter(
+            "opskit_ratelimit_backend_errors_total",
             "Rate-limit backend failures by reason (timeout, connection, response, circuit_open...).",
             ["reason"],
-            registry=registry,
         )
-        self._decision_children: dict[tuple[str, str], Counter] = {}
-        self._error_children: dict[str, Counter] = {}
+        self._decision_children: dict[tuple[str, str], CounterChild] = {}
+        self._error_children: dict[str, CounterChild] = {}
 
     def decision(self, policy: str, outcome: Outcome) -> None:
         """Count one decision."""
@@ -62,7 +60,7 @@ _default: RateLimitMetrics | None = None
 
 
 def default_metrics() -> RateLimitMetrics:
-    """The process-wide instance registered in prometheus_client's default registry."""
+    """The process-wide instance, in the registry ``/metrics`` exposes."""
     global _default
     if _default is None:
         _default = RateLimitMetrics()

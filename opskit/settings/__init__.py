@@ -7,6 +7,7 @@ where one exists. Each feature keeps its knobs in a section module; :class:`Sett
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import AliasChoices, ValidationError
@@ -49,6 +50,18 @@ def env_vars() -> dict[str, str]:
     return names
 
 
+def _variable_set_for(field: str) -> str:
+    """The variable the user actually set for ``field`` (of its several names), else its primary name."""
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    names = [str(c) for c in alias.choices] if isinstance(alias, AliasChoices) else [env_name(field, info)]
+    present = {key.upper() for key in os.environ}
+    for name in names:
+        if name.upper() in present and name != field:
+            return name
+    return env_name(field, info)
+
+
 def _field_of(loc: tuple[int | str, ...]) -> str:
     head = str(loc[0]) if loc else ""
     if head in Settings.model_fields:
@@ -71,6 +84,6 @@ def load_settings(settings: Settings | None = None, /, **overrides: Any) -> Sett
         lines = []
         for error in exc.errors():
             field = _field_of(error["loc"])
-            var = env_name(field) if field in Settings.model_fields else field
+            var = _variable_set_for(field) if field in Settings.model_fields else field
             lines.append(f"{var}={error.get('input')!r}: {error['msg']}")
         raise ConfigError("invalid opskit configuration:\n  " + "\n  ".join(lines)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pydantic import AliasChoices
@@ -30,6 +31,16 @@ class SettingsSection(BaseSettings):
 def env(*names: str) -> AliasChoices:
     """Read a field from standard variable names (first wins) instead of ``OPSKIT_<FIELD>``."""
     return AliasChoices(*names)
+
+
+def check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Validate a tuple of CIDRs (or single addresses) for a list-of-networks setting."""
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"{cidr!r} is not a network; expected CIDRs like 10.0.0.0/8,127.0.0.1") from None
+    return value
 
 
 def split_list(value: Any) -> Any:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, env, split_list
+from ._base import SettingsSection, check_cidrs, env, split_list
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["json", "console"]
@@ -91,12 +90,7 @@ class CoreSettings(SettingsSection):
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not a network; expected CIDRs like 10.0.0.0/8,127.0.0.1") from None
-        return value
+        return check_cidrs(value)
 
     @field_validator("request_id_header")
     @classmethod

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, split_list
+from ._base import SettingsSection, check_cidrs, split_list
 
 OnError = Literal["allow", "reject", "memory"]
 StrTuple = Annotated[tuple[str, ...], NoDecode]
@@ -108,12 +107,7 @@ class RateLimitSettings(SettingsSection):
     @field_validator("rate_limit_exempt_networks")
     @classmethod
     def _check_exempt_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not a network; expected CIDRs like 10.0.0.0/8,127.0.0.1") from None
-        return value
+        return check_cidrs(value)
 
     @field_validator("redis_url")
     @classmethod

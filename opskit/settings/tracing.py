@@ -1,9 +1,225 @@
-"""Settings of the tracing feature."""
+"""Settings of the tracing feature: the standard ``OTEL_*`` variables and opskit's own knobs."""
 
 from __future__ import annotations
 
-from ._base import SettingsSection
+import re
+from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from ._base import SettingsSection, env, split_list
+
+TracesExporter = Literal["otlp", "console", "none"]
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+OtlpCompression = Literal["none", "gzip"]
+TracesSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+TraceResponseHeader = Literal["none", "traceresponse", "server-timing"]
+StrTuple = Annotated[tuple[str, ...], NoDecode]
+
+_KEY = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~/:@]{1,255}")
+
+
+def parse_key_values(text: str) -> dict[str, str]:
+    """Parse the W3C-baggage-like ``key=value,key2=value2`` lists of OTEL_RESOURCE_ATTRIBUTES and headers.
+
+    Values are percent-decoded. Raises :class:`ValueError` on a malformed member.
+    """
+    pairs: dict[str, str] = {}
+    for member in text.split(","):
+        if not member.strip():
+            continue
+        key, sep, value = member.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.fullmatch(key):
+            raise ValueError(f"expected comma-separated key=value pairs, got {member.strip()!r}")
+        value = unquote(value.strip())
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"the value of {key!r} contains a control character")
+        pairs[key] = value
+    return pairs
 
 
 class TracingSettings(SettingsSection):
-    """Knobs of the tracing feature."""
+    """OpenTelemetry tracing: exporter, sampler, resource, excluded paths, response header, outbound calls."""
+
+    otel_sdk_disabled: bool = Field(
+        False,
+        validation_alias=env("OTEL_SDK_DISABLED", "otel_sdk_disabled"),
+        description="`true` switches tracing off entirely (standard OpenTelemetry switch).",
+    )
+    traces_exporter: TracesExporter | None = Field(
+        None,
+        validation_alias=env("OTEL_TRACES_EXPORTER", "traces_exporter"),
+        description="`otlp`, `console` or `none`. Unset: `otlp` when an OTLP endpoint is set, else `none` (no spans).",
+    )
+    otlp_endpoint: str = Field(
+        "",
+        validation_alias=env("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
+        description="Base URL of the OTLP collector, e.g. `http://otel-collector:4318` (`/v1/traces` is appended).",
+    )
+    otlp_traces_endpoint: str = Field(
+        "",
+        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otlp_traces_endpoint"),
+        description="Full URL spans are sent to; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.",
+    )
+    otlp_protocol: OtlpProtocol = Field(
+        "http/protobuf",
+        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol"),
+        description="`http/protobuf`, or `grpc` (needs `pip install opskit[grpc]`).",
+    )
+    otlp_headers: str = Field(
+        "",
+        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "otlp_headers"),
+        description="Headers sent to the collector: `key=value,key2=value2` (percent-encoded values).",
+    )
+    otlp_timeout_ms: int = Field(
+        10000,
+        ge=1,
+        le=600_000,
+        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_timeout_ms"),
+        description="Milliseconds one export may take (milliseconds, as the OpenTelemetry specification says).",
+    )
+    otlp_compression: OtlpCompression = Field(
+        "none",
+        validation_alias=env(
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION", "otlp_compression"
+        ),
+        description="`none` or `gzip`.",
+    )
+    traces_sampler: TracesSampler = Field(
+        "parentbased_always_on",
+        validation_alias=env("OTEL_TRACES_SAMPLER", "traces_sampler"),
+        description="always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, "
+        "parentbased_traceidratio.",
+    )
+    traces_sampler_arg: float = Field(
+        1.0,
+        validation_alias=env("OTEL_TRACES_SAMPLER_ARG", "traces_sampler_arg"),
+        description="Sampling ratio 0..1 for the `traceidratio` samplers.",
+    )
+    resource_attributes: str = Field(
+        "",
+        validation_alias=env("OTEL_RESOURCE_ATTRIBUTES", "resource_attributes"),
+        description="Extra resource attributes, `key=value,key2=value2`; `OTEL_SERVICE_NAME`, "
+        "`OPSKIT_SERVICE_VERSION`, `OPSKIT_ENVIRONMENT` and `K8S_*` win over the same keys.",
+    )
+    k8s_pod_name: str = Field(
+        "",
+        validation_alias=env("K8S_POD_NAME", "OPSKIT_K8S_POD_NAME", "k8s_pod_name"),
+        description="Resource attribute `k8s.pod.name` (the Helm chart sets it from the downward API).",
+    )
+    k8s_namespace_name: str = Field(
+        "",
+        validation_alias=env("K8S_NAMESPACE_NAME", "K8S_NAMESPACE", "OPSKIT_K8S_NAMESPACE_NAME", "k8s_namespace_name"),
+        description="Resource attribute `k8s.namespace.name` (downward API).",
+    )
+    k8s_node_name: str = Field(
+        "",
+        validation_alias=env("K8S_NODE_NAME", "OPSKIT_K8S_NODE_NAME", "k8s_node_name"),
+        description="Resource attribute `k8s.node.name` (downward API).",
+    )
+    tracing_excluded_urls: StrTuple = Field(
+        (),
+        validation_alias=env("OTEL_PYTHON_EXCLUDED_URLS", "OPSKIT_TRACING_EXCLUDED_URLS", "tracing_excluded_urls"),
+        description="Comma-separated regular expressions; a request whose path matches one gets no span. "
+        "The health, readiness and metrics paths never get one.",
+    )
+    tracing_response_header: TraceResponseHeader = Field(
+        "none",
+        description="Quote the trace to the client: `traceresponse` (W3C draft header), `server-timing` "
+        '(`Server-Timing: traceparent;desc="..."`) or `none`.',
+    )
+    tracing_outbound: bool = Field(
+        False,
+        description="Trace outgoing httpx and redis calls (when opentelemetry-instrumentation-httpx / -redis "
+        "are installed).",
+    )
+    bsp_schedule_delay_ms: int = Field(
+        5000,
+        ge=1,
+        le=600_000,
+        validation_alias=env("OTEL_BSP_SCHEDULE_DELAY", "bsp_schedule_delay_ms"),
+        description="Milliseconds between two exports of the batch span processor.",
+    )
+    bsp_max_queue_size: int = Field(
+        2048,
+        ge=1,
+        le=1_000_000,
+        validation_alias=env("OTEL_BSP_MAX_QUEUE_SIZE", "bsp_max_queue_size"),
+        description="Spans buffered per worker before new ones are dropped (collector down).",
+    )
+    bsp_max_export_batch_size: int = Field(
+        512,
+        ge=1,
+        le=1_000_000,
+        validation_alias=env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "bsp_max_export_batch_size"),
+        description="Most spans sent in one export request.",
+    )
+    bsp_export_timeout_ms: int = Field(
+        30000,
+        ge=1,
+        le=600_000,
+        validation_alias=env("OTEL_BSP_EXPORT_TIMEOUT", "bsp_export_timeout_ms"),
+        description="Milliseconds the batch span processor waits for one export.",
+    )
+
+    @field_validator("traces_exporter", mode="before")
+    @classmethod
+    def _tracing_empty_exporter(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("otlp_endpoint", "otlp_traces_endpoint")
+    @classmethod
+    def _tracing_url(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("expected an http:// or https:// URL with a host, e.g. http://otel-collector:4318")
+        return value
+
+    @field_validator("otlp_headers", "resource_attributes")
+    @classmethod
+    def _tracing_key_values(cls, value: str) -> str:
+        parse_key_values(value)
+        return value
+
+    @field_validator("traces_sampler_arg")
+    @classmethod
+    def _tracing_ratio(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("expected a sampling ratio between 0 and 1")
+        return value
+
+    @field_validator("tracing_excluded_urls", mode="before")
+    @classmethod
+    def _tracing_split(cls, value: object) -> object:
+        return split_list(value)
+
+    @field_validator("tracing_excluded_urls")
+    @classmethod
+    def _tracing_regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from None
+        return value
+
+    @property
+    def traces_exporter_resolved(self) -> TracesExporter:
+        """The exporter in effect: the explicit choice, else ``otlp`` when an endpoint is set, else ``none``."""
+        if self.otel_sdk_disabled:
+            return "none"
+        if self.traces_exporter is not None:
+            return self.traces_exporter
+        return "otlp" if self.otlp_endpoint or self.otlp_traces_endpoint else "none"

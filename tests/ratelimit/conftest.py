@@ -7,8 +7,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
+from opskit.metrics import REGISTRY, Registry
+from opskit.metrics.exposition import render
 from opskit.ratelimit import MemoryBackend, RateLimiter, RedisBackend
 from opskit.ratelimit.breaker import CircuitBreaker
 from opskit.ratelimit.metrics import RateLimitMetrics
@@ -34,19 +36,28 @@ def cluster() -> Iterator[RedisClusterServers]:
 
 
 @pytest.fixture
-def registry() -> CollectorRegistry:
-    return CollectorRegistry()
+def registry() -> Iterator[Registry]:
+    r = Registry(None)
+    yield r
+    r.close()
 
 
 @pytest.fixture
-def metrics(registry: CollectorRegistry) -> RateLimitMetrics:
+def metrics(registry: Registry) -> RateLimitMetrics:
     return RateLimitMetrics(registry)
 
 
-def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """The current value of one metric sample (0 when absent)."""
-    value = registry.get_sample_value(name, labels)
-    return 0.0 if value is None else value
+def sample(registry: Registry | None, name: str, **labels: str) -> float:
+    """The current value of one sample as ``/metrics`` exposes it (0 when absent).
+
+    ``None`` reads the process registry that ``/metrics`` serves.
+    """
+    text = render((registry or REGISTRY).collect(), openmetrics=False).decode()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    return 0.0
 
 
 @pytest.fixture

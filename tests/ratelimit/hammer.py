@@ -11,8 +11,8 @@ import sys
 import time
 
 import orjson
-from prometheus_client import CollectorRegistry
 
+from opskit.metrics import Registry
 from opskit.ratelimit import Policy, RateLimiter, RedisBackend
 from opskit.ratelimit.metrics import RateLimitMetrics
 from opskit.ratelimit.redis_backend import connect
@@ -22,7 +22,7 @@ CONCURRENCY = 5
 
 async def main(url: str, prefix: str, rate: str, seconds: float, start_at: float) -> dict[str, float]:
     backend = RedisBackend(connect(url, timeout=1.0, max_connections=4), timeout=1.0)
-    limiter = RateLimiter(backend, prefix=prefix, metrics=RateLimitMetrics(CollectorRegistry()))
+    limiter = RateLimiter(backend, prefix=prefix, metrics=RateLimitMetrics(Registry(None)))
     await limiter.warm_up()
     policy = Policy.build("exact", rate)
     await asyncio.sleep(max(0.0, start_at - time.time()))

@@ -8,11 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from tests.conftest import LogReader
 from tests.ratelimit.apps import create
+from tests.ratelimit.conftest import sample
 from tests.servers import RedisServer
 
 
@@ -112,7 +112,7 @@ class TestObservability:
 
         def count(decision: str) -> float:
             labels = {"policy": "global", "decision": decision}
-            return REGISTRY.get_sample_value("opskit_ratelimit_decisions_total", labels) or 0.0
+            return sample(None, "opskit_ratelimit_decisions_total", **labels)
 
         before = (count("allowed"), count("limited"))
         with serve(rate_limit="1/minute") as client:

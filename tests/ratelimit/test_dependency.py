@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import Depends, FastAPI
-from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
+from opskit.metrics import Registry
 from opskit.ratelimit import MemoryBackend, RateLimiter
 from opskit.ratelimit.dependency import RateLimit
 from opskit.ratelimit.metrics import RateLimitMetrics
 from tests.conftest import LogReader
 from tests.ratelimit.apps import create
+from tests.ratelimit.conftest import sample
 
 
 def client() -> TestClient:
@@ -56,7 +57,7 @@ class TestRouteLimits:
 
     def test_explicit_limiter_without_instrument(self) -> None:
         """Without opskit's middleware the dependency uses the limiter it was given."""
-        registry = CollectorRegistry()
+        registry = Registry(None)
         limiter = RateLimiter(MemoryBackend(), metrics=RateLimitMetrics(registry))
         app = FastAPI()
 
@@ -66,5 +67,5 @@ class TestRouteLimits:
 
         with TestClient(app) as c:
             assert [c.get("/").status_code for _ in range(2)] == [200, 429]
-        assert registry.get_sample_value("opskit_ratelimit_decisions_total", {"policy": "bare", "decision": "limited"})
+        assert sample(registry, "opskit_ratelimit_decisions_total", policy="bare", decision="limited")
         asyncio.run(limiter.close())

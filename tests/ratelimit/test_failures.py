@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 from starlette.testclient import TestClient
 
 import opskit
+from opskit.metrics import Registry
 from opskit.ratelimit import Decision, Policy, RateLimiter
 from opskit.ratelimit.breaker import CircuitBreaker, ThrottledLog
 from opskit.ratelimit.metrics import RateLimitMetrics
@@ -54,7 +54,7 @@ class TestRedisKilled:
     def test_fail_open_under_load(self, redis: RedisServer) -> None:
         """Killed mid-load: every request is still answered (allowed) within the timeout; limiting resumes
         within 5 s of Redis returning; every failure is counted by reason."""
-        registry = CollectorRegistry()
+        registry = Registry(None)
         policy = Policy.build("killed", "1000/second")
 
         async def scenario() -> tuple[list[tuple[Decision, float]], list[tuple[Decision, float]], float]:
@@ -85,7 +85,7 @@ class TestRedisKilled:
         policy = Policy.build("fallback", "1/minute burst=3")
 
         async def scenario() -> list[Decision]:
-            metrics = RateLimitMetrics(CollectorRegistry())
+            metrics = RateLimitMetrics(Registry(None))
             limiter = redis_limiter(redis.url, "rl:", metrics, timeout=TIMEOUT, on_error="memory")
             redis.kill()
             decisions = [await limiter.hit(policy, "alice") for _ in range(4)]
@@ -106,7 +106,7 @@ class TestRedisFrozen:
         after = Policy.build("after-thaw", "1/minute burst=2")
 
         async def scenario() -> tuple[list[tuple[Decision, float]], list[Decision]]:
-            limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(CollectorRegistry()), timeout=TIMEOUT)
+            limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(Registry(None)), timeout=TIMEOUT)
             await limiter.warm_up()
             redis.freeze()
             try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prometheus_client import CollectorRegistry
-
+from opskit.metrics import Registry
 from opskit.ratelimit import Decision, Policy
 from opskit.ratelimit.metrics import RateLimitMetrics
 from opskit.ratelimit.redis_backend import SCRIPT_SHA
@@ -94,7 +93,7 @@ class TestColdStart:
         policy = Policy.build("cold", "1000/second")
 
         async def scenario() -> str:
-            limiter = redis_limiter(redis.url, "cold:", RateLimitMetrics(CollectorRegistry()), timeout=0.0001)
+            limiter = redis_limiter(redis.url, "cold:", RateLimitMetrics(Registry(None)), timeout=0.0001)
             decision = await limiter.hit(policy, "alice")
             await asyncio.sleep(0.5)
             await limiter.close()
@@ -110,7 +109,7 @@ class TestBatching:
         policy = Policy.build("batch", "1000/second")
 
         def trips(batch: bool) -> float:
-            registry = CollectorRegistry()
+            registry = Registry(None)
             metrics = RateLimitMetrics(registry)
 
             async def scenario() -> None:
@@ -131,7 +130,7 @@ class TestBatching:
         policy = Policy.build("leader", "1000/second")
 
         async def scenario() -> list[Decision]:
-            limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(CollectorRegistry()))
+            limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(Registry(None)))
             await limiter.warm_up()
             leader = asyncio.create_task(limiter.hit(policy, "leader"))
             others = [asyncio.create_task(limiter.hit(policy, f"c{i}")) for i in range(5)]
@@ -147,7 +146,7 @@ class TestBatching:
         """A batch cut short because its carrier was cancelled fails open for the others, but is no Redis
         failure: the circuit breaker stays closed."""
         policy = Policy.build("mid-flight", "1000/second")
-        registry = CollectorRegistry()
+        registry = Registry(None)
 
         async def scenario() -> tuple[list[Decision], bool]:
             limiter = redis_limiter(redis.url, "rl:", RateLimitMetrics(registry), timeout=2.0)
@@ -175,7 +174,7 @@ class TestCluster:
     def test_clients_spread_over_masters_one_slot_each(self, cluster: RedisClusterServers) -> None:
         """In a 3-master Cluster each decision's key lives on one master, and clients spread over all of them."""
         policy = Policy.build("spread", "5/second")
-        metrics = RateLimitMetrics(CollectorRegistry())
+        metrics = RateLimitMetrics(Registry(None))
 
         async def scenario() -> None:
             limiter = redis_limiter(cluster.url, "spread:", metrics)
@@ -214,7 +213,7 @@ def limited_after_burst(url: str) -> list[str]:
     policy = Policy.build("deploy", "1/minute burst=2")
 
     async def scenario() -> list[str]:
-        limiter = redis_limiter(url, "deploy:", RateLimitMetrics(CollectorRegistry()), timeout=1.0)
+        limiter = redis_limiter(url, "deploy:", RateLimitMetrics(Registry(None)), timeout=1.0)
         decisions = [await limiter.hit(policy, "alice") for _ in range(3)]
         await limiter.close()
         return [d.outcome for d in decisions]

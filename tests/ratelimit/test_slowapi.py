@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 import opskit
 from tests.conftest import LogReader
+from tests.ratelimit.conftest import sample
 
 
 def migrated_app() -> FastAPI:
@@ -105,7 +105,7 @@ class TestSlowapiAlongside:
 
         def external() -> float:
             labels = {"policy": "external", "decision": "limited"}
-            return REGISTRY.get_sample_value("opskit_ratelimit_decisions_total", labels) or 0.0
+            return sample(None, "opskit_ratelimit_decisions_total", **labels)
 
         before = external()
         with TestClient(slowapi_app()) as c:

@@ -1,0 +1,258 @@
+"""The metrics feature of the opskit middleware: RED metrics per route and the metrics endpoints.
+
+``http_requests_in_progress`` needs a route before the response, but the route is known only
+once the router has run inside the app. The component therefore keeps the requests in flight in
+a set (an add and a remove per request, nothing in shared memory) and turns the set into gauge
+values by route when it is read: on every scrape for the answering worker (exact), and every
+``OPSKIT_METRICS_IN_PROGRESS_INTERVAL`` seconds for the others. The route of a request in flight
+comes from what the router left in its scope, without matching again; a request the router has
+not reached yet counts under the unmatched route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from bisect import bisect_left
+from dataclasses import dataclass
+from time import time
+from typing import Final
+
+from starlette.types import ASGIApp
+
+from ..component import Component
+from ..exchange import Exchange
+from ..paths import PathPatterns
+from ..routes import RouteTemplates
+from ..settings import Settings
+from ._layout import EXEMPLAR_DOUBLES
+from .client_bridge import ClientMetrics
+from .endpoint import MetricsEndpoint, MetricsServer, Scrape
+from .registry import Histogram, Registry, default_directory
+
+__all__ = ["MetricsComponent", "create_component"]
+
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+OTHER_METHOD: Final = "OTHER"
+
+
+@dataclass(slots=True)
+class _Slots:
+    """Where one (method, route, status) writes, resolved once."""
+
+    requests: int
+    duration: int
+    duration_sum: int
+    request_size: int
+    request_size_sum: int
+    response_size: int
+    response_size_sum: int
+
+
+class MetricsComponent(Component):
+    """Counts, times and sizes every request by method, route template and status."""
+
+    def __init__(self, settings: Settings, app: object, registry: Registry | None = None) -> None:
+        if registry is None:
+            from . import REGISTRY
+
+            registry = REGISTRY
+        registry.configure(default_directory(settings.prometheus_multiproc_dir))
+        self.settings = settings
+        self.registry = registry
+        self.routes = RouteTemplates(app, settings.unmatched_route)
+        self._store = registry.store
+        self._group_status = settings.metrics_group_status
+        self._exemplars = settings.metrics_exemplars
+        self._sizes = settings.metrics_size_enabled
+        excluded = settings.metrics_exclude_paths
+        self._excluded = PathPatterns(excluded)
+
+        m = ("method", "route")
+        self.requests = registry.counter(
+            "http_requests_total", "HTTP requests by method, route template and status.", (*m, "status")
+        )
+        self.duration: Histogram = registry.histogram(
+            "http_request_duration_seconds",
+            "Seconds from the request to the end of its response body (background tasks excluded).",
+            m,
+            buckets=settings.metrics_duration_buckets,
+        )
+        self.in_progress = registry.gauge("http_requests_in_progress", "HTTP requests being served.", m, mode="sum")
+        self.exceptions = registry.counter(
+            "http_exceptions_total", "Unhandled exceptions raised by the app.", (*m, "exception_type")
+        )
+        self.request_size = self.response_size = None
+        if self._sizes:
+            self.request_size = registry.histogram(
+                "http_request_size_bytes",
+                "Request body sizes (Content-Length).",
+                m,
+                buckets=settings.metrics_size_buckets,
+            )
+            self.response_size = registry.histogram(
+                "http_response_size_bytes", "Response body sizes.", m, buckets=settings.metrics_size_buckets
+            )
+        build = registry.gauge("opskit_build_info", "Service version; always 1.", ("version", "service"), mode="max")
+        build.labels(settings.service_version, settings.service_name).set(1)
+
+        self._bounds = self.duration.bounds
+        self._size_bounds = tuple(settings.metrics_size_buckets)
+        self._slots: dict[tuple[str, str | None, int], _Slots] = {}
+        self._live: set[Exchange] = set()
+        self._in_progress_keys: set[tuple[str, str]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+
+        client = ClientMetrics(registry.directory, settings.prometheus_multiproc_dir)
+        self.scrape = Scrape(registry, before=self.update_in_progress, client=client)
+        self.server: MetricsServer | None = None
+        if settings.metrics_port is not None:
+            self.server = MetricsServer(
+                self.scrape,
+                host=settings.metrics_host,
+                port=settings.metrics_port,
+                path=settings.metrics_path,
+                reuse_port=registry.directory is not None,
+            )
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def endpoints(self) -> dict[str, ASGIApp]:
+        if not self.settings.metrics_on_app_port:
+            return {}
+        return {self.settings.metrics_path: MetricsEndpoint(self.scrape)}
+
+    def request_started(self, ex: Exchange) -> None:
+        path = ex.path
+        if path in self._excluded:
+            return
+        self._live.add(ex)
+
+    def request_finished(self, ex: Exchange) -> None:
+        try:
+            self._live.remove(ex)
+        except KeyError:
+            return  # excluded path
+        method = ex.method if ex.method in METHODS else OTHER_METHOD
+        status = ex.status
+        slots = self._slots.get((method, ex.route, status))
+        if slots is None:
+            slots = self._slots_for(method, ex.route, status)
+        duration = ex.end - ex.start
+        bucket = bisect_left(self._bounds, duration)
+        trace_id = ex.trace_id if self._exemplars else None
+        store = self._store
+        if self._sizes:
+            req_bytes = _content_length(ex)
+            req_bucket = bisect_left(self._size_bounds, req_bytes)
+            resp_bytes = ex.response_bytes
+            resp_bucket = bisect_left(self._size_bounds, resp_bytes)
+            with store.lock:
+                v = store.v
+                v[slots.requests] += 1.0
+                v[slots.duration + bucket] += 1.0
+                v[slots.duration_sum] += duration
+                v[slots.request_size + req_bucket] += 1.0
+                v[slots.request_size_sum] += req_bytes
+                v[slots.response_size + resp_bucket] += 1.0
+                v[slots.response_size_sum] += resp_bytes
+                if trace_id:
+                    self._exemplar(slots, bucket, trace_id, duration)
+        else:
+            with store.lock:
+                v = store.v
+                v[slots.requests] += 1.0
+                v[slots.duration + bucket] += 1.0
+                v[slots.duration_sum] += duration
+                if trace_id:
+                    self._exemplar(slots, bucket, trace_id, duration)
+
+    def request_closed(self, ex: Exchange) -> None:
+        # Here, not in request_finished: Starlette's ServerErrorMiddleware sends its 500 (which
+        # finishes the request) before the exception reaches opskit's middleware.
+        if ex.exception is None or not self._measured(ex.path):
+            return
+        method = ex.method if ex.method in METHODS else OTHER_METHOD
+        route = ex.route or self.settings.unmatched_route
+        self.exceptions.labels(method, route, type(ex.exception).__name__).inc()
+
+    def _measured(self, path: str) -> bool:
+        return path not in self._excluded
+
+    def _exemplar(self, slots: _Slots, bucket: int, trace_id: str, duration: float) -> None:
+        now = time()
+        self._store.exemplar(slots.requests + 1, trace_id, 1.0, now)
+        self._store.exemplar(slots.duration_sum + 1 + EXEMPLAR_DOUBLES * bucket, trace_id, duration, now)
+
+    def _slots_for(self, method: str, route: str | None, status: int) -> _Slots:
+        label_route = route or self.settings.unmatched_route
+        label_status = f"{status // 100}xx" if self._group_status and status else str(status)
+        requests = self.requests.labels(method, label_route, label_status)
+        duration = self.duration.labels(method, label_route)
+        request_size = response_size = duration
+        if self.request_size is not None and self.response_size is not None:
+            request_size = self.request_size.labels(method, label_route)
+            response_size = self.response_size.labels(method, label_route)
+        slots = _Slots(
+            requests.index,
+            duration.index,
+            duration.sum_index,
+            request_size.index,
+            request_size.sum_index,
+            response_size.index,
+            response_size.sum_index,
+        )
+        self._slots[(method, route, status)] = slots
+        return slots
+
+    def update_in_progress(self) -> None:
+        """Write this worker's requests in flight, by method and route, to the gauge."""
+        if not self._live and not self._in_progress_keys:
+            return
+        counts: dict[tuple[str, str], int] = {}
+        resolve = self.routes.resolve
+        for ex in list(self._live):
+            method = ex.method if ex.method in METHODS else OTHER_METHOD
+            key = (method, resolve(ex.scope))
+            counts[key] = counts.get(key, 0) + 1
+        for key in self._in_progress_keys - counts.keys():
+            self.in_progress.labels(*key).set(0)
+        for key, n in counts.items():
+            self.in_progress.labels(*key).set(n)
+        self._in_progress_keys = set(counts)
+
+    async def _tick(self) -> None:
+        interval = self.settings.metrics_in_progress_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.update_in_progress()
+
+    async def startup(self) -> None:
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        if self.server is not None:
+            await self.server.start()
+
+    async def shutdown(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self.server is not None:
+            await self.server.stop()
+
+
+def _content_length(ex: Exchange) -> int:
+    value = ex.header(b"content-length")
+    if value is None:
+        return 0
+    try:
+        n = int(value)
+    except ValueError:
+        return 0
+    return n if n >= 0 else 0
+
+
+def create_component(settings: Settings, app: object) -> MetricsComponent:
+    """The metrics component for ``app`` (``instrument()`` calls it when metrics are enabled)."""
+    return MetricsComponent(settings, app)

@@ -1,0 +1,241 @@
+"""The tracing component: one SERVER span per HTTP request, current while the app runs.
+
+request_started extracts the W3C context from the headers, asks the sampler, starts a
+:class:`ServerSpan` and makes it current, so log lines and user code (BackgroundTasks included) see
+it; response_started may quote the trace in a response header; request_finished names the span
+after the route and sets the status; request_closed (the app returned, so an exception that
+escaped it is known, and the middleware's own context is current again) records the exception,
+ends the span at the time the response body completed and restores the previous context.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from opskit.component import Component
+
+from . import _lifecycle
+from ._pipeline import SCOPE
+from ._propagation import extract_baggage, parse_traceparent
+from ._span import ServerSpan
+
+if TYPE_CHECKING:
+    from opskit.exchange import Exchange
+    from opskit.settings import Settings
+
+log = logging.getLogger("opskit.tracing")
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
+USER_AGENT_MAX = 512
+HOST_MAX = 255
+STATE_KEY = "opskit.tracing"
+_EMPTY = otel_context.Context()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_ERROR_LOG_INTERVAL = 60.0
+
+
+def _server_address(host: bytes | None, scope: MutableMapping[str, Any]) -> tuple[str | None, int | None]:
+    """server.address/port from the Host header (bounded, printable), else from the listening socket."""
+    if host and len(host) <= HOST_MAX:
+        text = host.decode("latin-1")
+        if text.isprintable():
+            if text.startswith("["):  # IPv6 literal: [::1]:8000
+                name, _, rest = text[1:].partition("]")
+                port = rest[1:]
+            else:
+                name, _, port = text.partition(":")
+            return name, int(port) if port.isdigit() and len(port) <= 5 else None
+    server = scope.get("server")
+    if server:
+        return str(server[0]), server[1]
+    return None, None
+
+
+class TracingComponent(Component):
+    """Traces every HTTP request whose path is not excluded; see the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        excluded = {settings.health_path, settings.readiness_path, getattr(settings, "metrics_path", "/metrics")}
+        self._excluded = frozenset(excluded)
+        patterns = settings.tracing_excluded_urls
+        self._excluded_match = re.compile("|".join(f"(?:{p})" for p in patterns)).search if patterns else None
+        self._unmatched = settings.unmatched_route
+        self._response_header = settings.tracing_response_header
+        self._always_on = settings.traces_sampler in ("always_on", "parentbased_always_on")
+        self._parent_based = settings.traces_sampler.startswith("parentbased_")
+        self._last_error = 0.0
+        _lifecycle.configure(settings)
+
+    def _failed(self, where: str) -> None:
+        # Tracing degrades, the request goes on; one line a minute at most.
+        now = time.monotonic()
+        if now - self._last_error >= _ERROR_LOG_INTERVAL:
+            self._last_error = now
+            log.warning("tracing: %s failed; the request continues untraced", where, exc_info=True)
+
+    def request_started(self, ex: Exchange) -> None:
+        """Extract the remote context, sample, start the server span and make it current."""
+        try:
+            self._start(ex)
+        except Exception:
+            self._failed("starting a span")
+
+    def _start(self, ex: Exchange) -> None:
+        path: str = ex.path
+        if path in self._excluded or (self._excluded_match is not None and self._excluded_match(path)):
+            return
+        pipeline = _lifecycle.pipeline or _lifecycle.start()
+        if pipeline is None:
+            return
+        scope = ex.scope
+        traceparent = tracestate = baggage = user_agent = host = None
+        for name, value in scope["headers"]:
+            if name == b"traceparent":
+                traceparent = value
+            elif name == b"tracestate":
+                tracestate = value
+            elif name == b"baggage":
+                baggage = value
+            elif name == b"user-agent":
+                user_agent = value
+            elif name == b"host":
+                host = value
+        parent = parse_traceparent(traceparent, tracestate) if traceparent else None
+        base = extract_baggage(baggage, _EMPTY) if baggage else _EMPTY
+        parent_context = trace.set_span_in_context(NonRecordingSpan(parent), base) if parent else base
+
+        method: str = ex.method
+        attributes: dict[str, Any] = {}
+        if method in KNOWN_METHODS:
+            attributes["http.request.method"] = method
+            name = method
+        else:
+            attributes["http.request.method"] = "_OTHER"
+            attributes["http.request.method_original"] = method[:32]
+            name = "HTTP"
+        id_generator = pipeline.provider.id_generator
+        trace_id = parent.trace_id if parent else id_generator.generate_trace_id()
+        span_id = id_generator.generate_span_id()
+        if self._always_on:
+            # always_on / parentbased_always_on (the default) decided without the SDK's call chain.
+            sampled = not (parent and self._parent_based and not parent.trace_flags.sampled)
+            recording = sampled
+            trace_state = parent.trace_state if parent else None
+            sampler_attributes = None
+        else:
+            result = pipeline.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
+            recording = result.decision is not Decision.DROP
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+            trace_state = result.trace_state
+            sampler_attributes = result.attributes
+        if not recording:
+            span_context = SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state)
+            # Not exported, but the trace id still reaches user code and outgoing calls.
+            token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_context), parent_context))
+            ex.state[STATE_KEY] = (token, None)
+            return
+        span_context = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED, trace_state)
+
+        attributes["url.path"] = path
+        attributes["url.scheme"] = scope.get("scheme", "http")
+        http_version = scope.get("http_version")
+        if http_version:
+            attributes["network.protocol.version"] = http_version
+        address, port = _server_address(host, scope)
+        if address:
+            attributes["server.address"] = address
+            if port is not None:
+                attributes["server.port"] = port
+        client = ex.client
+        if client:
+            attributes["client.address"] = client
+        if ex.request_id:
+            attributes["request_id"] = ex.request_id
+        if user_agent:
+            attributes["user_agent.original"] = user_agent[:USER_AGENT_MAX].decode("latin-1")
+        if sampler_attributes:
+            attributes.update(sampler_attributes)
+        span = ServerSpan(
+            name,
+            span_context,
+            parent,
+            attributes,
+            time.time_ns(),
+            pipeline.processor,
+            pipeline.resource,
+            SCOPE,
+        )
+        ex.state[STATE_KEY] = (otel_context.attach(trace.set_span_in_context(span, parent_context)), span)
+        if sampled:
+            ex.span = span
+            ex.trace_id = f"{trace_id:032x}"
+            ex.span_id = f"{span_id:016x}"
+
+    def response_started(self, ex: Exchange) -> None:
+        """Quote the trace in ``traceresponse`` or ``Server-Timing`` when configured and sampled."""
+        if self._response_header == "none" or ex.trace_id is None:
+            return
+        value = f"00-{ex.trace_id}-{ex.span_id}-01"
+        if self._response_header == "traceresponse":
+            ex.response_headers.append((b"traceresponse", value.encode()))
+        else:
+            ex.response_headers.append((b"server-timing", f'traceparent;desc="{value}"'.encode()))
+
+    def request_finished(self, ex: Exchange) -> None:
+        """Name the span after the route; status code, and ERROR on a 5xx (no context change here)."""
+        started = ex.state.get(STATE_KEY)
+        if started is None or started[1] is None:
+            return
+        span: ServerSpan = started[1]
+        route = ex.route
+        if route and route != self._unmatched:
+            span.set_attribute("http.route", route)
+            span.update_name(f"{span.initial_name} {route}")
+        status = ex.status
+        if status:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_attribute("error.type", str(status))
+                span.set_status(Status(StatusCode.ERROR))
+
+    def request_closed(self, ex: Exchange) -> None:
+        """Record an exception that escaped the app, end the span, restore the context."""
+        started = ex.state.pop(STATE_KEY, None)
+        if started is None:
+            return
+        token, span = started
+        if span is not None:
+            try:
+                self._end(ex, span)
+            except Exception:
+                self._failed("ending a span")
+        otel_context.detach(token)
+
+    async def startup(self) -> None:
+        """Create this process's pipeline before the first request (lifespan runs in the worker)."""
+        _lifecycle.start()
+
+    async def shutdown(self) -> None:
+        """Export the queued spans and stop the export thread (lifespan shutdown, e.g. on SIGTERM)."""
+        _lifecycle.shutdown()
+
+    def _end(self, ex: Exchange, span: ServerSpan) -> None:
+        exception = ex.exception
+        if exception is not None:
+            span.record_exception(exception)
+            kind = type(exception)
+            span.set_attribute("error.type", f"{kind.__module__}.{kind.__qualname__}")
+            span.set_status(Status(StatusCode.ERROR, f"{kind.__qualname__}: {exception}"))
+        end = ex.end
+        # The span lasts until the body completed, like the access log's duration: not the BackgroundTasks.
+        span.end(span.start_time + int((end - ex.start) * 1e9) if end else None)

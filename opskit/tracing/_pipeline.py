@@ -1,0 +1,165 @@
+"""The export pipeline built from settings: resource, sampler, exporter, batch processor, provider.
+
+Nothing here reads the environment: every value comes from :class:`opskit.settings.Settings`, and
+the OpenTelemetry classes are given explicit arguments so their own environment defaults never apply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.sdk.version import __version__ as sdk_version
+
+from opskit.settings import ConfigError
+from opskit.settings.tracing import parse_key_values
+
+if TYPE_CHECKING:
+    from opskit.settings import Settings
+
+SCOPE = InstrumentationScope("opskit.tracing", "0.1.0")
+GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail at startup, naming the variable, on a choice this installation cannot honour."""
+    if (
+        settings.traces_exporter_resolved == "otlp"
+        and settings.otlp_protocol == "grpc"
+        and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None
+    ):
+        raise ConfigError(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='grpc' needs the gRPC exporter: pip install 'opskit[grpc]' "
+            "(or use the default http/protobuf)"
+        )
+
+
+def build_resource(settings: Settings) -> Resource:
+    """service.*, deployment.environment and k8s.* from settings over ``OTEL_RESOURCE_ATTRIBUTES``."""
+    attributes: dict[str, str | int] = {
+        "telemetry.sdk.language": "python",
+        "telemetry.sdk.name": "opentelemetry",
+        "telemetry.sdk.version": sdk_version,
+    }
+    attributes.update(parse_key_values(settings.resource_attributes))
+    # OTEL_SERVICE_NAME wins over service.name in OTEL_RESOURCE_ATTRIBUTES; the default name does not.
+    if settings.service_name != "unknown_service" or "service.name" not in attributes:
+        attributes["service.name"] = settings.service_name
+    if settings.service_version:
+        attributes["service.version"] = settings.service_version
+    if settings.environment:
+        # The older name is what most backends still group by; the newer one is the stable convention.
+        attributes["deployment.environment"] = settings.environment
+        attributes["deployment.environment.name"] = settings.environment
+    for key, value in (
+        ("k8s.pod.name", settings.k8s_pod_name),
+        ("k8s.namespace.name", settings.k8s_namespace_name),
+        ("k8s.node.name", settings.k8s_node_name),
+    ):
+        if value:
+            attributes[key] = value
+    return Resource(attributes)
+
+
+def build_sampler(settings: Settings) -> Sampler:
+    """The sampler named by ``OTEL_TRACES_SAMPLER`` with ``OTEL_TRACES_SAMPLER_ARG``."""
+    name = settings.traces_sampler
+    root: Sampler
+    if name.endswith("traceidratio"):
+        root = TraceIdRatioBased(settings.traces_sampler_arg)
+    elif name.endswith("always_off"):
+        root = ALWAYS_OFF
+    else:
+        root = ALWAYS_ON
+    return ParentBased(root) if name.startswith("parentbased_") else root
+
+
+def traces_endpoint(settings: Settings) -> str:
+    """The URL spans go to: the signal endpoint as given, else the base endpoint (+ ``/v1/traces`` over HTTP)."""
+    if settings.otlp_traces_endpoint:
+        return settings.otlp_traces_endpoint
+    if settings.otlp_protocol == "grpc":
+        return settings.otlp_endpoint or DEFAULT_GRPC_ENDPOINT
+    return (settings.otlp_endpoint or DEFAULT_HTTP_ENDPOINT).rstrip("/") + "/v1/traces"
+
+
+def _one_line(span: ReadableSpan) -> str:
+    return str(span.to_json(indent=None)) + "\n"
+
+
+def build_exporter(settings: Settings) -> SpanExporter:
+    """The span exporter chosen by ``OTEL_TRACES_EXPORTER`` (never called for ``none``)."""
+    if settings.traces_exporter_resolved == "console":
+        # One JSON object per line, like every other line opskit writes to stdout.
+        return ConsoleSpanExporter(out=sys.stdout, formatter=_one_line)
+    headers = parse_key_values(settings.otlp_headers)
+    timeout = settings.otlp_timeout_ms / 1000
+    if settings.otlp_protocol == "grpc":
+        check_settings(settings)
+        grpc = importlib.import_module(GRPC_EXPORTER)
+        compression = importlib.import_module("grpc").Compression
+
+        grpc_exporter: SpanExporter = grpc.OTLPSpanExporter(
+            endpoint=traces_endpoint(settings),
+            headers=headers or None,
+            timeout=timeout,
+            compression=compression.Gzip if settings.otlp_compression == "gzip" else compression.NoCompression,
+        )
+        return grpc_exporter
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    from ._otlp import RequestSpanExporter
+
+    return RequestSpanExporter(
+        scope=SCOPE,
+        endpoint=traces_endpoint(settings),
+        headers=headers,
+        timeout=timeout,
+        compression=Compression.Gzip if settings.otlp_compression == "gzip" else Compression.NoCompression,
+    )
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One process's tracing pipeline: spans handed to ``processor`` are batched and exported."""
+
+    provider: TracerProvider
+    processor: BatchSpanProcessor
+    sampler: Sampler
+    resource: Resource
+
+    def shutdown(self) -> None:
+        """Export what is queued, then stop the exporter thread."""
+        self.processor.force_flush()
+        self.provider.shutdown()
+
+
+def build_pipeline(settings: Settings) -> Pipeline:
+    """Create the provider, its batch processor and exporter (this starts the export thread)."""
+    resource = build_resource(settings)
+    sampler = build_sampler(settings)
+    processor = BatchSpanProcessor(
+        build_exporter(settings),
+        max_queue_size=settings.bsp_max_queue_size,
+        schedule_delay_millis=settings.bsp_schedule_delay_ms,
+        max_export_batch_size=min(settings.bsp_max_export_batch_size, settings.bsp_max_queue_size),
+        export_timeout_millis=settings.bsp_export_timeout_ms,
+    )
+    provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
+    provider.add_span_processor(processor)
+    return Pipeline(provider=provider, processor=processor, sampler=sampler, resource=resource)

@@ -1,0 +1,63 @@
+"""gunicorn hooks in-process: the private metrics directory, and what runs in which process."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from opskit.serving import hooks, options
+from opskit.serving.options import use_settings
+from opskit.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The hooks export PROMETHEUS_MULTIPROC_DIR: restore it, or later servers inherit a dead path."""
+    monkeypatch.setattr(options, "_active", None)
+    saved = os.environ.pop(hooks.MULTIPROC_ENV, None)
+    try:
+        yield
+    finally:
+        hooks.on_exit(SimpleNamespace())
+        os.environ.pop(hooks.MULTIPROC_ENV, None)
+        if saved is not None:
+            os.environ[hooks.MULTIPROC_ENV] = saved
+
+
+class TestMetricsDirectory:
+    def test_private_directory_when_unset(self) -> None:
+        """Without PROMETHEUS_MULTIPROC_DIR the master makes a private temp directory, exports it, removes it."""
+        use_settings(load_settings(web_concurrency=2))
+        hooks.on_starting(SimpleNamespace(num_workers=2))
+        path = Path(os.environ[hooks.MULTIPROC_ENV])
+        assert path.is_dir() and path.parent == Path(tempfile.gettempdir()) and oct(path.stat().st_mode)[-3:] == "700"
+        hooks.on_exit(SimpleNamespace())
+        assert not path.exists()
+
+    def test_nothing_when_metrics_disabled(self) -> None:
+        """With metrics off no directory is made and the variable stays unset."""
+        use_settings(load_settings(metrics_enabled=False))
+        hooks.on_starting(SimpleNamespace(num_workers=1))
+        assert hooks.MULTIPROC_ENV not in os.environ
+
+    def test_child_exit_without_directory_is_harmless(self) -> None:
+        """child_exit before any directory exists does nothing."""
+        hooks.child_exit(SimpleNamespace(), SimpleNamespace(pid=12345))
+
+
+class TestWorkerExit:
+    def test_only_in_the_worker_itself(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """gunicorn also calls worker_exit in the master for a vanished worker: nothing is shut down there."""
+        calls: list[str] = []
+        import opskit.tracing
+
+        monkeypatch.setattr(opskit.tracing, "shutdown", lambda: calls.append("shutdown"))
+        hooks.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid() + 1))
+        assert calls == []
+        hooks.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid()))
+        assert calls == ["shutdown"]

@@ -1,0 +1,112 @@
+"""The direct OTLP encoder writes exactly what the SDK's encoder writes."""
+
+from __future__ import annotations
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+from opskit.tracing._otlp import RequestSpanEncoder
+from opskit.tracing._pipeline import SCOPE
+
+RESOURCE = Resource({"service.name": "shop", "k8s.pod.name": "shop-1", "build": 7}, schema_url="https://x/1")
+REMOTE = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("a", "1")]))
+
+
+def request_span(i: int, **overrides: object) -> ReadableSpan:
+    fields: dict[str, object] = {
+        "name": "GET /items/{item_id}",
+        "context": SpanContext(0x1234 + i, 0x99 + i, False, TraceFlags(1)),
+        "parent": None,
+        "resource": RESOURCE,
+        "attributes": {"http.request.method": "GET", "url.path": f"/items/{i}", "http.response.status_code": 200},
+        "kind": SpanKind.SERVER,
+        "instrumentation_scope": SCOPE,
+        "start_time": 1_700_000_000_000_000_000 + i,
+        "end_time": 1_700_000_000_500_000_000 + i,
+    }
+    fields.update(overrides)
+    return ReadableSpan(**fields)  # type: ignore[arg-type]
+
+
+def decoded(data: bytes) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(data)
+    return request
+
+
+class TestRequestSpanEncoder:
+    def test_request_spans_decode_to_the_sdk_encoding(self) -> None:
+        """Every field a request span can carry decodes to the same message as the SDK's encoding."""
+        spans = [
+            request_span(0),
+            request_span(1, parent=REMOTE, context=SpanContext(0xABC, 0x5, False, TraceFlags(1), REMOTE.trace_state)),
+            request_span(
+                2,
+                status=Status(StatusCode.ERROR, "RuntimeError: kaput ü"),
+                events=[
+                    Event(
+                        "exception", {"exception.type": "RuntimeError", "exception.message": "kaput"}, 1_700_000_000_1
+                    )
+                ],
+            ),
+            request_span(
+                3,
+                attributes={
+                    "flag": True,
+                    "ratio": 0.25,
+                    "negative": -42,
+                    "big": 2**62,
+                    "tags": ("a", "b"),
+                    "numbers": (1, 2, 3),
+                    "unicode": "naïve ☃",
+                    "empty": "",
+                    "long": "x" * 20000,
+                },
+                kind=SpanKind.INTERNAL,
+                name="",
+            ),
+            request_span(4, parent=SpanContext(0x1238, 0x77, is_remote=False)),
+        ]
+        encoder = RequestSpanEncoder(SCOPE)
+        assert decoded(encoder.encode(spans)) == encode_spans(spans)
+        assert decoded(encoder.encode(spans)) == encode_spans(spans)  # again, from the caches
+
+    def test_other_spans_go_through_the_sdk_encoder(self) -> None:
+        """Spans of other scopes or with links are encoded by the SDK and merged into the same request."""
+        other = request_span(
+            9, instrumentation_scope=InstrumentationScope("user.code", "1.0"), kind=SpanKind.CLIENT, name="call"
+        )
+        linked = request_span(10, links=[Link(REMOTE, {"why": "batch"})])
+        ours = request_span(11)
+        request = decoded(RequestSpanEncoder(SCOPE).encode([other, ours, linked]))
+        names = sorted(
+            (scope_spans.scope.name, span.name, span.span_id.hex())
+            for resource_spans in request.resource_spans
+            for scope_spans in resource_spans.scope_spans
+            for span in scope_spans.spans
+        )
+        assert names == sorted(
+            [
+                ("user.code", "call", f"{0x99 + 9:016x}"),
+                ("opskit.tracing", "GET /items/{item_id}", f"{0x99 + 10:016x}"),
+                ("opskit.tracing", "GET /items/{item_id}", f"{0x99 + 11:016x}"),
+            ]
+        )
+        [linked_span] = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans if s.links]
+        assert linked_span.links[0].span_id.hex() == f"{0xDEF:016x}"
+
+    def test_same_pair_on_span_and_event_keeps_each_field(self) -> None:
+        """A key/value pair cached as a span attribute is not reused, mistagged, for an event's attribute."""
+        spans = [
+            request_span(i, attributes={"k": "v"}, events=[Event("e", {"k": "v"}, 5)] if i else []) for i in range(2)
+        ]
+        assert decoded(RequestSpanEncoder(SCOPE).encode(spans)) == encode_spans(spans)
+
+    def test_bool_and_int_attributes_are_not_confused_by_the_cache(self) -> None:
+        """Equal-comparing values of different types (True, 1, 1.0) keep their own encodings."""
+        spans = [request_span(i, attributes={"v": value}) for i, value in enumerate([1, True, 1.0, 1, True])]
+        assert decoded(RequestSpanEncoder(SCOPE).encode(spans)) == encode_spans(spans)
