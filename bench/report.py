@@ -277,7 +277,8 @@ def limiter_section(report: Report) -> list[str]:
             f"{s.redis_per_request:.2f} |"
         )
     if not limiter.rows:
-        lines.append("| opskit-ratelimit | n/a (not built yet) | | | |")
+        why = "not in this run's variants" if report.row("opskit-ratelimit") is None else "n/a (not built yet)"
+        lines.append(f"| opskit-ratelimit | {why} | | | |")
     return [*lines, ""]
 
 
