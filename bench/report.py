@@ -293,12 +293,21 @@ def render(report: Report) -> str:
     ]
     shares = [x.other_cpu_share for s in report.summaries for x in s.measurements]
     stolen = statistics.median(shares) if shares else 0.0
-    if m.busy or stolen > BUSY_THRESHOLD:
+    # What matters is the time other work took from the server's core while it was measured.
+    busy = stolen > BUSY_THRESHOLD if shares else m.busy
+    if busy:
         lines += [
             f"> **Busy machine**: other work used {m.busy_before:.0%} of the CPUs just before this run and "
             f"{m.busy_after:.0%} just after it, and took a median {stolen:.0%} of the server's core during the "
             "measurements, so absolute numbers are low and noisy; the ratios, and above all the CPU-time ratios, "
             "are the meaningful figures.",
+            "",
+        ]
+    elif m.busy:
+        lines += [
+            f"> Shared machine: other work used {m.busy_before:.0%} of the CPUs just before this run and "
+            f"{m.busy_after:.0%} just after it, but only a median {stolen:.0%} (max {max(shares):.0%}) of the "
+            "server's core during the measurements.",
             "",
         ]
     lines += [
