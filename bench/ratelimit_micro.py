@@ -26,8 +26,7 @@ import tempfile
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
+from opskit.metrics import Registry
 from opskit.ratelimit import MemoryBackend, Policy, RateLimiter, RedisBackend
 from opskit.ratelimit.metrics import RateLimitMetrics
 from opskit.ratelimit.redis_backend import SCRIPT, SCRIPT_SHA, connect
@@ -70,7 +69,7 @@ def redis_benchmark(port: int, pipeline: int, requests: int) -> float:
 async def backend_rate(url: str, concurrency: int, batch: bool, seconds: float) -> float:
     """Decisions/s from one event loop keeping ``concurrency`` decisions in flight."""
     backend = RedisBackend(connect(url, timeout=1.0, max_connections=64), timeout=1.0, batch=batch)
-    limiter = RateLimiter(backend, metrics=RateLimitMetrics(CollectorRegistry()))
+    limiter = RateLimiter(backend, metrics=RateLimitMetrics(Registry(None)))
     await limiter.warm_up()
     policy = Policy.build("bench", RATE)
     done = 0
