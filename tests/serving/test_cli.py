@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -71,13 +72,29 @@ class TestDevServer:
         source = (ROOT / "tests" / "serving" / "dev_app.txt").read_text()
         module.write_text(source.replace("BODY", "one"))
         port = free_port()
-        process = Background([OPSKIT, "serve", "--dev", "devapp:app"], env={"PORT": str(port)}, cwd=tmp_path)
+        # Polling: inotify instances are a per-user limit that other processes on the machine may exhaust.
+        env = {"PORT": str(port), "WATCHFILES_FORCE_POLLING": "true"}
+        process = Background([OPSKIT, "serve", "--dev", "devapp:app"], env=env, cwd=tmp_path)
         try:
             wait_for_port(port, timeout=30)
             assert _body(port) == "one"
-            # A different length: a same-size rewrite within a second could reuse the stale .pyc.
-            module.write_text(source.replace("BODY", "changed"))
-            wait_until(lambda: _body(port) == "changed", timeout=30, what="the reload")
+            changed = source.replace("BODY", "changed")  # another length: a stale .pyc cannot match
+
+            written = [0.0]
+
+            def reloaded() -> bool:
+                # Written again every second: the watcher may start only after the first write.
+                if time.monotonic() - written[0] > 1.0:
+                    module.write_text(changed)
+                    written[0] = time.monotonic()
+                return _body(port) == "changed"
+
+            try:
+                wait_until(reloaded, timeout=30, what="the reload")
+            except AssertionError as exc:
+                raise AssertionError(
+                    f"{exc}; server output:\n{process.stdout()[-3000:]}\n{process.stderr()[-3000:]}"
+                ) from None
         finally:
             process.close()
 
