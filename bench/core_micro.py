@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 
 import opskit
+from bench import asgi_driver
+from bench.asgi_driver import http_scope
 
 OFF = {
     "metrics_enabled": False,
@@ -42,36 +43,8 @@ def make(variant: str) -> Any:
 
 
 async def drive(app: Any, n: int) -> float:
-    scope_base = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/42",
-        "raw_path": b"/items/42",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-    body = {"type": "http.request", "body": b"", "more_body": False}
-
-    async def receive() -> dict[str, Any]:
-        return body
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    for _ in range(500):
-        await app(dict(scope_base), receive, send)
-    # CPU time of this process: other processes on a busy machine distort it far less than wall time.
-    start = time.process_time()
-    for _ in range(n):
-        await app(dict(scope_base), receive, send)
-    return (time.process_time() - start) / n * 1e6
+    headers = [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
+    return await asgi_driver.drive(app, n, http_scope("/items/42", headers), warmup=500)
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import opskit
 import opskit.tracing
+from bench import asgi_driver
+from bench.asgi_driver import http_scope
 from opskit.tracing import _pipeline
 
 ONLY_TRACING = {
@@ -92,35 +94,7 @@ async def drive(app: Any, n: int, traceparent: bool) -> float:
     headers = [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
     if traceparent:
         headers.append((b"traceparent", TRACEPARENT))
-    scope_base = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 5000),
-        "server": ("127.0.0.1", 8000),
-        "state": {},
-    }
-    body = {"type": "http.request", "body": b"", "more_body": False}
-
-    async def receive() -> dict[str, Any]:
-        return body
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    for _ in range(500):
-        await app(dict(scope_base), receive, send)
-    start = time.process_time()
-    for _ in range(n):
-        await app(dict(scope_base), receive, send)
-    return (time.process_time() - start) / n * 1e6
+    return await asgi_driver.drive(app, n, http_scope(PATH, headers), warmup=500)
 
 
 VARIANTS = [
