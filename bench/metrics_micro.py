@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.asgi_driver import drive
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 N = 200_000
@@ -133,36 +135,8 @@ def asgi_app(instrumented: bool, metrics: bool = True) -> Any:
     return app
 
 
-SCOPE = {
-    "type": "http",
-    "asgi": {"version": "3.0"},
-    "http_version": "1.1",
-    "method": "GET",
-    "scheme": "http",
-    "path": "/items/1",
-    "raw_path": b"/items/1",
-    "query_string": b"",
-    "root_path": "",
-    "headers": [(b"host", b"bench")],
-    "client": ("127.0.0.1", 1),
-    "server": ("127.0.0.1", 80),
-}
-
-
-async def _receive() -> dict[str, Any]:
-    return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def _send(message: Any) -> None:
-    pass
-
-
 async def _time(app: Any, n: int) -> float:
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    for _ in range(n):
-        await app(dict(SCOPE), _receive, _send)
-    return (loop.time() - t0) / n * 1e6
+    return await drive(app, n)
 
 
 def whole_requests(rounds: int = 7, n: int = 3000) -> tuple[float, float, float]:

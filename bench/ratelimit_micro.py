@@ -26,6 +26,7 @@ import tempfile
 import time
 from typing import Any
 
+from bench.asgi_driver import http_scope
 from opskit.metrics import Registry
 from opskit.ratelimit import MemoryBackend, Policy, RateLimiter, RedisBackend
 from opskit.ratelimit.metrics import RateLimitMetrics
@@ -119,20 +120,7 @@ def instrumented_app(settings: dict[str, Any]) -> Any:
 
 async def drive(app: Any, n: int) -> float:
     """Microseconds per request of ``n`` sequential requests straight into the ASGI app."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/items/1",
-        "raw_path": b"/items/1",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench")],
-        "client": ("10.0.0.1", 1234),
-        "server": ("bench", 80),
-    }
+    scope = http_scope(client=("10.0.0.1", 1234))
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
