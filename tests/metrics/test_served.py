@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.metrics.prometheus import Prometheus
+from tests.prometheus.server import prometheus_server
 from tests.servers import ROOT, Background, free_port, listening_socket, wait_for_port
 
 TRACE = "a3ce929d0e0e47364bf92f3577b34da6"
@@ -86,33 +84,22 @@ class TestMetricsPort:
 class TestPrometheus:
     def test_scrapes_series_and_exemplars(self, served: Served, tmp_path: Path) -> None:
         """Prometheus scrapes the metrics port (OpenMetrics), stores the series and the trace exemplar."""
-        prometheus = Prometheus(tmp_path, f"127.0.0.1:{served.metrics_port}")
-        try:
-            wait_for_port(prometheus.port)
+        with prometheus_server(targets=[f"127.0.0.1:{served.metrics_port}"]) as prometheus:
             with httpx.Client() as c:
                 for i in range(5):
                     c.get(f"{served.app}/sub/hello/p{i}", headers={"x-test-trace-id": TRACE})
             query = 'http_requests_total{route="/sub/hello/{name}",status="200"}'
 
             def counted() -> bool:
-                result = prometheus.api("query", query=query)["result"]
+                result = prometheus.query(query)
                 return bool(result) and float(result[0]["value"][1]) == 5.0
 
             prometheus.until("the request count", counted)
-            up = prometheus.api("query", query='up{job="opskit"}')["result"]
+            up = prometheus.query('up{job="opskit"}')
             assert up[0]["value"][1] == "1"
 
-            def exemplars() -> list[dict[str, Any]]:
-                now = time.time()
-                data = prometheus.api(
-                    "query_exemplars",
-                    query='http_request_duration_seconds_bucket{route="/sub/hello/{name}"}',
-                    start=str(now - 600),
-                    end=str(now + 60),
-                )
-                return [e for group in data for e in group["exemplars"]]
-
-            found = prometheus.until("an exemplar", exemplars)
+            found = prometheus.until(
+                "an exemplar",
+                lambda: prometheus.exemplars('http_request_duration_seconds_bucket{route="/sub/hello/{name}"}'),
+            )
             assert {e["labels"]["trace_id"] for e in found} == {TRACE}
-        finally:
-            prometheus.proc.close()

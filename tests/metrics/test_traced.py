@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.metrics.prometheus import Prometheus
-from tests.servers import ROOT, Background, listening_socket, wait_for_port
+from tests.prometheus.server import prometheus_server
+from tests.servers import ROOT, Background, listening_socket
 from tests.tracing.receiver import otlp_receiver
 
 CONF = Path(__file__).with_name("gunicorn_conf.py")
@@ -38,9 +38,9 @@ class TestTracedExemplars:
                 pass_fds=[sock.fileno()],
             )
             sock.close()
-            prometheus = Prometheus(tmp_path, f"127.0.0.1:{port}")
+            stack = contextlib.ExitStack()
             try:
-                wait_for_port(prometheus.port)
+                prometheus = stack.enter_context(prometheus_server(targets=[f"127.0.0.1:{port}"]))
                 n = 20
                 deadline = time.monotonic() + 30
                 sent = 0
@@ -55,26 +55,17 @@ class TestTracedExemplars:
                     sent += 1
 
                 def counted() -> bool:
-                    result = prometheus.api("query", query='sum(http_requests_total{route="/orders/{order_id}"})')
-                    return bool(result["result"]) and float(result["result"][0]["value"][1]) == n
+                    result = prometheus.query('sum(http_requests_total{route="/orders/{order_id}"})')
+                    return bool(result) and float(result[0]["value"][1]) == n
 
                 prometheus.until("the request count", counted)
 
-                def exemplars() -> list[dict[str, Any]]:
-                    now = time.time()
-                    data = prometheus.api(
-                        "query_exemplars",
-                        query='http_request_duration_seconds_bucket{route="/orders/{order_id}"}',
-                        start=str(now - 600),
-                        end=str(now + 60),
-                    )
-                    return [e for group in data for e in group["exemplars"]]
-
-                found = prometheus.until("an exemplar", exemplars)
+                selector = 'http_request_duration_seconds_bucket{route="/orders/{order_id}"}'
+                found = prometheus.until("an exemplar", lambda: prometheus.exemplars(selector))
                 spans = receiver.wait_for(n, timeout=15)
                 exported = {s.trace_id for s in spans if s.attributes.get("http.route") == "/orders/{order_id}"}
                 assert len(exported) == n
                 assert {e["labels"]["trace_id"] for e in found} <= exported
             finally:
-                prometheus.proc.close()
+                stack.close()
                 server.close()

@@ -10,13 +10,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from tests.servers import Background, free_port, wait_for_port, which
+
+T = TypeVar("T")
 
 
 class QueryError(Exception):
@@ -113,6 +115,23 @@ class PrometheusServer:
     def rule_groups(self) -> list[dict[str, Any]]:
         """The loaded rule groups, with each rule's health and last error."""
         return list(self._get("/api/v1/rules", {})["groups"])
+
+    def exemplars(self, selector: str) -> list[dict[str, Any]]:
+        """The exemplars stored for ``selector`` over the last ten minutes."""
+        now = time.time()
+        data = self._get("/api/v1/query_exemplars", {"query": selector, "start": str(now - 600), "end": str(now + 60)})
+        return [exemplar for group in data for exemplar in group["exemplars"]]
+
+    def until(self, what: str, check: Callable[[], T], timeout: float = 30.0) -> T:
+        """Poll ``check`` until it returns something truthy, and return that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = check()
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus never showed {what}; it logged: {self.process.stderr()[-3000:]}")
+            time.sleep(0.25)
 
     def wait_for(self, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Poll ``expr`` until it returns samples."""
