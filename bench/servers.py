@@ -175,9 +175,11 @@ def app_server(
     env: dict[str, str] | None = None,
     pin_cpu: bool = True,
     startup_timeout: float = 60.0,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[AppServer]:
     """Serve ``variant``: ``workers == 0`` means uvicorn with one worker pinned to CPU 0,
-    otherwise gunicorn with that many uvicorn workers, not pinned."""
+    otherwise gunicorn with that many uvicorn workers, not pinned. ``wrapper`` prefixes the
+    uvicorn command (``valgrind ...``)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant.name}-") as work:
         workdir = Path(work)
@@ -205,6 +207,7 @@ def app_server(
             pinning = [which("taskset"), "-c", str(SERVER_CPU)] if pin_cpu else []
             argv = [
                 *pinning,
+                *wrapper,
                 sys.executable,
                 "-m",
                 "uvicorn",

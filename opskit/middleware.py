@@ -20,7 +20,7 @@ from .client_ip import ProxyResolver
 from .component import Component, overrides
 from .context import _request_id
 from .exchange import Exchange
-from .request_ids import RequestIdPolicy, escape_for_log
+from .request_ids import Rejection, RequestIdPolicy, escape_for_log
 from .routes import RouteTemplates
 from .settings import Settings
 
@@ -77,6 +77,8 @@ class OpskitMiddleware:
         self._on_finish = hooks("request_finished")[::-1]
         self._on_close = hooks("request_closed")[::-1]
         self._ws_closed = tuple(c.websocket_closed for c in self.components if hasattr(c, "websocket_closed"))
+        # With no per-request hook to feed, a request needs no Exchange and a much lighter send wrapper.
+        self._lean = not (self._on_start or self._gates or self._on_response or self._on_finish or self._on_close)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -92,6 +94,38 @@ class OpskitMiddleware:
         endpoint = self.endpoints.get(scope["path"])
         if endpoint is not None:
             await endpoint(scope, receive, send)
+            return
+
+        if self._lean:
+            # Inlined rather than a method: one coroutine frame less on every request.
+            extra: tuple[bytes, bytes] | None = None
+            rid_token = None
+            if self._rid_header:
+                rid, rejected = self._request_id_of(scope)
+                extra = (self._rid_header, rid.encode("ascii"))
+                rid_token = _request_id.set(rid)
+                if rejected is not None:
+                    self._warn_rejected(scope, *rejected)
+            started = False
+
+            async def lean_send(message: Message) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                    if extra is not None:
+                        message = {**message, "headers": [*message.get("headers", ()), extra]}
+                await send(message)
+
+            try:
+                await self.app(scope, receive, lean_send)
+            except Exception as exc:
+                self._log_unhandled(scope, exc)
+                if not started:
+                    await self._internal_error(lean_send)
+                raise
+            finally:
+                if rid_token is not None:
+                    _request_id.reset(rid_token)
             return
 
         ex = Exchange(scope, self.proxies)
@@ -130,8 +164,7 @@ class OpskitMiddleware:
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
             ex.exception = exc
-            self._log.error("unhandled exception", method=ex.method, path=ex.path[:1024], exc_info=exc)
-            exc.__opskit_logged__ = True  # type: ignore[attr-defined]
+            self._log_unhandled(scope, exc)
             if not ex.status:
                 await self._internal_error(send_wrapper)
             raise
@@ -143,34 +176,41 @@ class OpskitMiddleware:
             if token is not None:
                 _request_id.reset(token)
 
+    def _log_unhandled(self, scope: Scope, exc: Exception) -> None:
+        self._log.error("unhandled exception", method=scope.get("method", ""), path=scope["path"][:1024], exc_info=exc)
+        exc.__opskit_logged__ = True  # type: ignore[attr-defined]
+
     def _assign_request_id(self, ex: Exchange) -> Any:
+        rid, rejected = self._request_id_of(ex.scope)
+        ex.request_id = rid
+        ex.response_headers.append((self._rid_header, rid.encode("ascii")))
+        token = _request_id.set(rid)
+        if rejected is not None:
+            self._warn_rejected(ex.scope, *rejected)
+        return token
+
+    def _request_id_of(self, scope: Scope) -> tuple[str, tuple[Rejection, bytes] | None]:
+        """The incoming ID if it is safe, else a new one and why the incoming one was refused."""
         policy = self._rid_policy
-        header = self._rid_header
-        rid = None
-        rejected = None
         if policy.trust_incoming:
-            for name, value in ex.scope["headers"]:
+            header = self._rid_header
+            for name, value in scope["headers"]:
                 if name == header:
                     rejected = policy.check(value)
                     if rejected is None:
-                        rid = value.decode("ascii")
-                    else:
-                        raw = value
-                    break
-        if rid is None:
-            rid = policy.generate()
-        ex.request_id = rid
-        ex.response_headers.append((header, rid.encode("ascii")))
-        token = _request_id.set(rid)
-        if rejected is not None:
-            self._log.warning(
-                "invalid request id replaced",
-                reason=rejected,
-                header=self.settings.request_id_header,
-                rejected=escape_for_log(raw),
-                path=ex.path[:1024],
-            )
-        return token
+                        return value.decode("ascii"), None
+                    return policy.generate(), (rejected, value)
+        return policy.generate(), None
+
+    def _warn_rejected(self, scope: Scope, reason: Rejection, value: bytes) -> None:
+        # Logged once the new ID is set, so the warning carries it; the bad value only escaped.
+        self._log.warning(
+            "invalid request id replaced",
+            reason=reason,
+            header=self.settings.request_id_header,
+            rejected=escape_for_log(value),
+            path=scope["path"][:1024],
+        )
 
     def _finish(self, ex: Exchange) -> None:
         if ex.end:

@@ -12,14 +12,34 @@ __all__ = ["RequestIdPolicy", "uuid4_hex", "uuid7_hex"]
 
 _urandom = os.urandom
 _SAFE = re.compile(rb"[A-Za-z0-9._:\-]+")
+_POOL_SIZE = 256
+
+# Ready-made UUID4s: one getrandom() call and one hex() per 256 IDs instead of per request.
+# list.pop() is atomic under the GIL, so threads never share an ID; a forked child starts
+# with an empty pool, so workers never share one either.
+_uuid4_pool: list[str] = []
+os.register_at_fork(after_in_child=_uuid4_pool.clear)
+
+
+def _refill_uuid4_pool() -> None:
+    raw = bytearray(_urandom(16 * _POOL_SIZE))
+    for i in range(6, len(raw), 16):
+        raw[i] = (raw[i] & 0x0F) | 0x40
+        raw[i + 2] = (raw[i + 2] & 0x3F) | 0x80
+    text = raw.hex()
+    _uuid4_pool.extend([text[i : i + 32] for i in range(0, len(text), 32)])
 
 
 def uuid4_hex() -> str:
-    """A random UUID version 4 as 32 hex digits (faster than ``uuid.uuid4().hex``)."""
-    b = bytearray(_urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    return b.hex()
+    """A random UUID version 4 as 32 hex digits (faster than ``uuid.uuid4().hex``).
+
+    Drawn from the operating system's CSPRNG in batches, so IDs stay unpredictable.
+    """
+    try:
+        return _uuid4_pool.pop()
+    except IndexError:
+        _refill_uuid4_pool()
+        return _uuid4_pool.pop()
 
 
 def uuid7_hex() -> str:

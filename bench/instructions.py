@@ -1,0 +1,136 @@
+"""Instructions per request: a deterministic cost measure next to the wall-clock rounds.
+
+On a shared machine req/s and even CPU time per request move by ±10 % between runs, which
+hides differences of a few microseconds. Counting the CPU instructions the server executes
+(valgrind's ``cachegrind``, no cache simulation) does not move: each variant's server runs
+twice, serving ``base`` then ``base + extra`` requests after the same warm-up, and the
+difference divided by ``extra`` is the instructions one request costs, server and app
+included. The ratio bare ÷ variant estimates the throughput ratio a quiet machine would show,
+leaving out only cache and branch-prediction effects.
+
+``python -m bench.instructions [--variants a,b] [--requests N]`` prints the table alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.servers import AppServer, Unavailable, app_server, private_redis
+from bench.variants import BY_NAME, Variant, select
+from tests.servers import RedisServer, which
+
+__all__ = ["InstructionCount", "count", "measure_all"]
+
+CONNECTIONS = 64
+WARMUP_REQUESTS = 256
+BASE_REQUESTS = 256
+_REQUEST = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
+_IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+@dataclass(frozen=True)
+class InstructionCount:
+    """A variant's instructions per request (``None`` with a reason when it could not be measured)."""
+
+    variant: str
+    per_request: float | None
+    reason: str = ""
+
+
+async def _load(port: int, requests: int, connections: int = CONNECTIONS) -> None:
+    """``requests`` keep-alive GETs spread over ``connections``, each connection one at a time."""
+
+    async def one_connection(n: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(n):
+                writer.write(_REQUEST)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"unexpected response: {head[:40]!r}")
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
+    share, rest = divmod(requests, connections)
+    await asyncio.gather(*(one_connection(share + (i < rest)) for i in range(connections)))
+
+
+def _total_instructions(variant: Variant, redis: RedisServer, requests: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-valgrind-") as work:
+        log = Path(work) / "valgrind.log"
+        wrapper = [
+            which("valgrind"),
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            f"--log-file={log}",
+        ]
+        redis.cli("FLUSHALL")
+        server: AppServer
+        # A fixed hash seed: set and dict layouts, and so the instruction counts, repeat exactly.
+        env = {"PYTHONHASHSEED": "0"}
+        with app_server(variant, redis.url, wrapper=wrapper, env=env, startup_timeout=300) as server:
+            asyncio.run(_load(server.port, WARMUP_REQUESTS))
+            if requests:
+                asyncio.run(_load(server.port, requests))
+            # SIGINT lets uvicorn shut down cleanly, so valgrind prints its summary.
+            server.process.stop(signal.SIGINT, timeout=120)
+        found = _IREFS.search(log.read_text()) if log.exists() else None
+        if found is None:
+            raise RuntimeError(f"valgrind printed no instruction count for {variant.name}")
+        return int(found.group(1).replace(",", ""))
+
+
+def count(variant: Variant, redis: RedisServer, extra: int) -> InstructionCount:
+    """Instructions per request of ``variant``, from ``extra`` requests more in a second run."""
+    try:
+        low = _total_instructions(variant, redis, BASE_REQUESTS)
+        high = _total_instructions(variant, redis, BASE_REQUESTS + extra)
+    except (Unavailable, RuntimeError, OSError, TimeoutError) as exc:
+        return InstructionCount(variant.name, None, f"{type(exc).__name__}: {exc}")
+    return InstructionCount(variant.name, (high - low) / extra)
+
+
+def measure_all(variants: list[Variant], redis: RedisServer, extra: int, log: object = None) -> list[InstructionCount]:
+    """Every variant's count, in order (bare first, so ratios can be taken)."""
+    results = []
+    for variant in variants:
+        if callable(log):
+            log(f"instructions: {variant.name}")
+        results.append(count(variant, redis, extra))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="", help=f"comma-separated subset; known: {', '.join(BY_NAME)}")
+    parser.add_argument("--requests", type=int, default=1024, help="extra requests of the second run (default 1024)")
+    args = parser.parse_args(argv)
+    variants = select([name for name in args.variants.split(",") if name] or None)
+    with private_redis(cpu=None) as redis:
+        results = measure_all(variants, redis, args.requests, log=lambda text: print(text, file=sys.stderr))
+    bare = results[0].per_request
+    for result in results:
+        if result.per_request is None:
+            print(f"{result.variant:24} n/a  {result.reason}")
+            continue
+        ratio = f"{bare / result.per_request:.3f}" if bare else "-"
+        print(f"{result.variant:24} {result.per_request:12,.0f} instr/req  ratio {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
