@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 import threading
 import time
@@ -33,12 +34,17 @@ _FRAMEWORK_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asg
 
 
 class LineWriter:
-    """Writes whole lines to one stream under one lock, flushing each (containers read pipes)."""
+    """Writes whole lines to one stream under one lock, each at once (containers read pipes).
+
+    When the stream is backed by a file descriptor, a line is one ``write(2)`` straight to it:
+    half the cost of a buffered write followed by a flush.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._write: Callable[[bytes], object] = sys.stdout.buffer.write
         self._flush: Callable[[], object] = sys.stdout.buffer.flush
+        self._fd: int | None = None
         self.use(sys.stdout)
 
     def use(self, stream: IO[bytes] | IO[str]) -> None:
@@ -49,12 +55,29 @@ class LineWriter:
         else:
             self._write = target.write
         self._flush = target.flush
+        try:
+            target.flush()  # what was written through the stream so far goes first
+            self._fd = target.fileno() if isinstance(target, (io.BufferedWriter, io.FileIO)) else None
+        except (OSError, ValueError):  # io.UnsupportedOperation is both
+            self._fd = None
 
     def msg(self, line: bytes | str) -> None:
         if isinstance(line, str):
             line = line.encode("utf-8", "replace")
+        self.raw(line + b"\n")
+
+    def raw(self, data: bytes) -> None:
+        """Write ``data``, which already ends with a newline, in full and unbuffered."""
         with self._lock:
-            self._write(line + b"\n")
+            fd = self._fd
+            if fd is not None:
+                try:
+                    while data:
+                        data = data[os.write(fd, data) :]
+                    return
+                except BlockingIOError:  # a non-blocking stdout: let the buffered stream retry
+                    pass
+            self._write(data)
             self._flush()
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
@@ -206,7 +229,7 @@ def timestamp() -> str:
     if second != _last_second:
         _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _last_second = second
-    return f"{_last_prefix}.{int((now - second) * 1_000_000):06d}Z"
+    return "%s.%06dZ" % (_last_prefix, (now - second) * 1_000_000)  # noqa: UP031 (faster than an f-string here)
 
 
 def _add_timestamp(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
@@ -214,9 +237,12 @@ def _add_timestamp(logger: WrappedLogger, name: str, event_dict: EventDict) -> E
     return event_dict
 
 
+_LINE_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
 def write_json(line: dict[str, Any]) -> None:
     """Write one prepared JSON line (the access log's fast path: no processor chain)."""
-    _WRITER.msg(orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS))
+    _WRITER.raw(orjson.dumps(line, default=repr, option=_LINE_OPTIONS))
 
 
 def static_fields(settings: Settings) -> dict[str, str]:

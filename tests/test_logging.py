@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
+from pathlib import Path
 
 import orjson
 from starlette.testclient import TestClient
 
 import opskit
+from opskit._logging import LineWriter
 from opskit.settings import load_settings
 from tests.apps import full
 from tests.conftest import LogReader
@@ -132,3 +135,38 @@ def test_request_context_on_app_and_library_lines(log_lines: LogReader) -> None:
     got = {line["event"]: line.get("request_id") for line in log_lines()}
     assert got["from structlog"] == "mix-1"
     assert got["from stdlib"] == "mix-1"
+
+
+class TestLineWriter:
+    def test_lines_to_a_file_are_whole_ordered_and_unbuffered(self, tmp_path: Path) -> None:
+        """Written straight to the descriptor: earlier buffered output first, no line torn by threads."""
+        writer = LineWriter()
+        with open(tmp_path / "out.log", "wb") as stream:
+            stream.write(b"before\n")  # still in the stream's buffer
+            writer.use(stream)
+            assert writer._fd == stream.fileno()
+
+            def emit(n: int) -> None:
+                for i in range(500):
+                    writer.msg(orjson.dumps({"thread": n, "i": i, "pad": "x" * 3000}))
+
+            threads = [threading.Thread(target=emit, args=(n,)) for n in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            # Nothing waits in the stream's buffer: the file already holds every line.
+            lines = (tmp_path / "out.log").read_bytes().splitlines()
+        assert lines[0] == b"before"
+        records = [orjson.loads(line) for line in lines[1:]]
+        assert len(records) == 2000
+        for n in range(4):
+            assert [r["i"] for r in records if r["thread"] == n] == list(range(500))
+
+    def test_streams_without_a_descriptor_still_work(self) -> None:
+        """In-memory streams (captured output) go through their own write and flush."""
+        writer = LineWriter()
+        text = io.StringIO()
+        writer.use(text)
+        writer.msg(b'{"a":1}')
+        assert text.getvalue() == '{"a":1}\n'
