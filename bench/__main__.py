@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import extras, machine, profile, report, runner
+from bench import extras, instructions, machine, profile, report, runner
 from bench.servers import LOAD_CPU, Unavailable, private_redis
-from bench.variants import BY_NAME, select
+from bench.variants import BY_NAME, Variant, select
 from tests.servers import RedisServer
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
@@ -31,6 +32,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma-separated subset (bare is always added); known: {', '.join(BY_NAME)}",
     )
     parser.add_argument("--no-extras", action="store_true", help="skip gunicorn scaling, scrape and limiter runs")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="requests per variant counted under valgrind (default 1024; 0 skips the count)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="results file (default bench/RESULTS.md)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration < 1 or args.connections < 1 or args.threads < 1:
@@ -83,6 +91,16 @@ def run_extras(result: report.Report, redis: RedisServer, options: runner.Option
         attempt(f"profile of {name}", profile_it)
 
 
+def count_instructions(result: report.Report, redis: RedisServer, variants: list[Variant], extra: int) -> None:
+    """Instructions per request of every measured variant (skipped, and said so, without valgrind)."""
+    if shutil.which("valgrind") is None:
+        result.failures.append("instructions per request: valgrind is not installed (scripts/install-tools)")
+        return
+    measured = [v for v in variants if (row := result.row(v.name)) is not None and row.measured]
+    result.instructions = instructions.measure_all(measured, redis, extra, log=runner.log)
+    result.instructions_extra = extra
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -105,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         result = report.Report(command.strip(), options, host, summaries)
         if not args.no_extras:
             run_extras(result, redis, options)
+        # Last: counting is immune to other work on the machine, the timed runs above are not.
+        if args.instructions:
+            count_instructions(result, redis, variants, args.instructions)
     host.busy_after = machine.cpu_busy()
     report.write(result, args.output)
     runner.log(f"wrote {args.output}")

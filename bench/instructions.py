@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +105,13 @@ def count(variant: Variant, redis: RedisServer, extra: int) -> InstructionCount:
     return InstructionCount(variant.name, (high - low) / extra)
 
 
-def measure_all(variants: list[Variant], redis: RedisServer, extra: int, log: object = None) -> list[InstructionCount]:
+def measure_all(
+    variants: list[Variant], redis: RedisServer, extra: int, log: Callable[[str], None] | None = None
+) -> list[InstructionCount]:
     """Every variant's count, in order (bare first, so ratios can be taken)."""
     results = []
     for variant in variants:
-        if callable(log):
+        if log is not None:
             log(f"instructions: {variant.name}")
         results.append(count(variant, redis, extra))
     return results

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.extras import SCRAPE_ROUTES, SCRAPE_WORKERS, LimiterCost, Scaling, Scrape
+from bench.instructions import BASE_REQUESTS, CONNECTIONS, WARMUP_REQUESTS, InstructionCount
 from bench.machine import BUSY_THRESHOLD, Machine, git_commit, versions
 from bench.runner import Options, Summary
 from bench.servers import LIMITER_TIMEOUT
@@ -31,9 +32,17 @@ class Report:
     started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
     profiles: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    instructions: list[InstructionCount] = field(default_factory=list)
+    instructions_extra: int = 0
 
     def row(self, name: str) -> Summary | None:
         return next((s for s in self.summaries if s.variant.name == name), None)
+
+    def instruction_ratio(self, name: str) -> float | None:
+        """Bare's instructions per request ÷ the variant's, when both were counted."""
+        counts = {c.variant: c.per_request for c in self.instructions}
+        bare, variant = counts.get("bare"), counts.get(name)
+        return bare / variant if bare and variant else None
 
 
 def _ms(us: float) -> str:
@@ -115,8 +124,9 @@ def missed_targets(report: Report) -> list[str]:
 def targets_table(report: Report) -> list[str]:
     bare = report.row("bare")
     lines = [
-        "| target | opskit ratio | goal | verdict | opskit CPU-time ratio | peer ratio (this run) | peers (issue 8) |",
-        "|---|---:|---|---|---:|---|---|",
+        "| target | opskit ratio | goal | verdict | opskit CPU-time ratio | opskit instruction ratio "
+        "| peer ratio (this run) | peers (issue 8) |",
+        "|---|---:|---|---|---:|---:|---|---|",
     ]
     for target in TARGETS:
         row = report.row(target.variant)
@@ -138,21 +148,25 @@ def targets_table(report: Report) -> list[str]:
             opskit_ratio = f"{row.ratio:.2f}"
             cpu_ratio = f"{row.cpu_ratio:.2f} ({'pass' if row.cpu_ratio >= target.min_ratio else 'miss'})"
             verdict = _verdict(report, target, row, bare)
+        instr = report.instruction_ratio(target.variant)
+        instr_ratio = f"{instr:.3f} ({'pass' if instr >= target.min_ratio else 'miss'})" if instr else "–"
         lines.append(
-            f"| {target.label} | {opskit_ratio} | {goal} | {verdict} | {cpu_ratio} | {peer_text} "
+            f"| {target.label} | {opskit_ratio} | {goal} | {verdict} | {cpu_ratio} | {instr_ratio} | {peer_text} "
             f"| {target.issue_peer_ratios} |"
         )
     for scaling in report.scaling:
         if scaling.variant != "opskit-all":
             continue
         if not scaling.ratios:
-            lines.append(f"| gunicorn 2 workers vs 1, all on | – | >= {SCALING_TARGET}x | n/a (not built yet) | | | |")
+            lines.append(
+                f"| gunicorn 2 workers vs 1, all on | – | >= {SCALING_TARGET}x | n/a (not built yet) | | | | |"
+            )
             continue
         verdict = (
             "**pass**" if scaling.ratio >= SCALING_TARGET else f"**miss** by {SCALING_TARGET - scaling.ratio:.2f}x"
         )
         lines.append(
-            f"| gunicorn 2 workers vs 1, all on | {scaling.ratio:.2f}x | >= {SCALING_TARGET}x | {verdict} | | "
+            f"| gunicorn 2 workers vs 1, all on | {scaling.ratio:.2f}x | >= {SCALING_TARGET}x | {verdict} | | | "
             "| (see the scaling section) |"
         )
     return lines
@@ -202,6 +216,36 @@ def method(report: Report) -> list[str]:
         'printing to stdout; an `@app.middleware("http")` access-log middleware) and slowapi '
         "(`default_limits`, Redis `storage_uri`, `SlowAPIMiddleware`).",
     ]
+
+
+def instructions_section(report: Report) -> list[str]:
+    if not report.instructions:
+        return []
+    counts = {c.variant: c.per_request for c in report.instructions}
+    bare = counts.get("bare")
+    lines = [
+        "## Instructions per request (valgrind)",
+        "",
+        "Wall-clock numbers on a shared machine move by several percent between runs; instruction counts do "
+        "not. Each variant's uvicorn server (same flags, not pinned) runs under `valgrind --tool=cachegrind "
+        f"--cache-sim=no` twice, serving {BASE_REQUESTS} then {BASE_REQUESTS} + {report.instructions_extra} "
+        f"keep-alive requests over {CONNECTIONS} connections after the same {WARMUP_REQUESTS}-request warm-up "
+        "(`PYTHONHASHSEED=0`); the difference divided by the extra requests is what one request costs in user "
+        "space, server and app included. Instruction ratio = bare's count ÷ the variant's: the throughput ratio "
+        "a quiet machine would show if every instruction cost the same (kernel time, cache misses and, for the "
+        "limiters, the Redis round trip are not in it).",
+        "",
+        "| variant | instructions/req | added vs bare | instruction ratio | status |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for c in report.instructions:
+        if c.per_request is None:
+            lines.append(f"| {c.variant} | – | – | – | n/a ({c.reason}) |")
+            continue
+        added = f"{c.per_request - bare:+,.0f}" if bare else "–"
+        ratio = f"{bare / c.per_request:.3f}" if bare else "–"
+        lines.append(f"| {c.variant} | {c.per_request:,.0f} | {added} | {ratio} | ok |")
+    return [*lines, ""]
 
 
 def scaling_section(report: Report) -> list[str]:
@@ -332,6 +376,7 @@ def render(report: Report) -> str:
         "",
         *variants_table(report),
         "",
+        *instructions_section(report),
         *scaling_section(report),
         *scrape_section(report),
         *limiter_section(report),

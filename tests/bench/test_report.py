@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.instructions import InstructionCount
 from bench.machine import Machine
 from bench.report import Report, targets_table
 from bench.runner import Measurement, Options, Status, Summary, summarize
@@ -58,3 +59,15 @@ class TestTargetsTable:
         lines = targets_table(report(limiter))
         limit_row = next(line for line in lines if line.startswith("| Redis limiter alone"))
         assert "**pass** (the limiter skipped Redis for 50% of requests, failing open" in limit_row
+
+
+class TestInstructionRatio:
+    """The instruction-count column next to the wall-clock verdicts."""
+
+    def test_ratio_and_its_own_pass_or_miss(self) -> None:
+        """bare 500k and request ID 520k instructions per request: ratio 0.962, under the 0.97 goal."""
+        result = report(row("opskit-request-id", 9_800, 10_000))
+        result.instructions = [InstructionCount("bare", 500_000), InstructionCount("opskit-request-id", 520_000)]
+        request_id = next(line for line in targets_table(result) if line.startswith("| request ID alone"))
+        assert "| 0.962 (miss) |" in request_id
+        assert result.instruction_ratio("opskit-metrics") is None

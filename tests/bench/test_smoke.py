@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 def run_bench(output: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0", "--rounds", "1", "--output", str(output)]
+        + ([] if "--instructions" in args else ["--instructions", "0"])
         + list(args),
         cwd=ROOT,
         capture_output=True,
@@ -70,7 +71,7 @@ class TestMainTable:
             "Redis limiter alone",
             "everything on",
         ]
-        assert rows[0][5].startswith("peer-correlation-id ")
+        assert rows[0][6].startswith("peer-correlation-id ")
         assert all(row[3] for row in rows)
 
     def test_unknown_variant_is_refused(self, tmp_path: Path) -> None:
@@ -101,3 +102,23 @@ class TestExtras:
         assert [row[0] for row in scrape] == ["peer-instrumentator"]
         assert number(scrape[0][1]) > 0 and number(scrape[0][4]) > 0
         assert "EVALSHA/s**" in text
+
+
+class TestInstructions:
+    """The valgrind count of instructions per request."""
+
+    def test_counts_are_deterministic_enough_to_see_a_feature(self) -> None:
+        """bare and request ID only are counted; the request ID's cost shows as more instructions per request."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.instructions", "--variants", "opskit-request-id", "--requests", "128"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert done.returncode == 0, done.stderr
+        counts = {line.split()[0]: number(line.split()[1]) for line in done.stdout.splitlines()}
+        assert set(counts) == {"bare", "opskit-request-id"}
+        # A FastAPI request costs hundreds of thousands of instructions; the request ID adds about 5 %.
+        assert 100_000 < counts["bare"] < 5_000_000
+        assert counts["opskit-request-id"] > counts["bare"] * 1.01
