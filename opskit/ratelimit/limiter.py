@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .breaker import CircuitBreaker, ThrottledLog
 from .decision import BackendError, Decision, Outcome
 from .memory import MemoryBackend
 from .metrics import RateLimitMetrics, default_metrics
 from .policy import Policy
-from .redis_backend import RedisBackend, connect
+from .redis_backend import RedisBackend, redis_backend
 
 if TYPE_CHECKING:
     from opskit.settings import Settings
@@ -61,10 +61,12 @@ class RateLimiter:
         """Redis when ``OPSKIT_REDIS_URL`` is set, else the in-memory backend."""
         backend: RedisBackend | MemoryBackend
         if settings.redis_url:
-            client: Any = connect(
-                settings.redis_url, timeout=settings.redis_timeout, max_connections=settings.redis_max_connections
+            backend = redis_backend(
+                settings.redis_url,
+                timeout=settings.redis_timeout,
+                max_connections=settings.redis_max_connections,
+                pipelined=settings.redis_pipelined,
             )
-            backend = RedisBackend(client, timeout=settings.redis_timeout)
         else:
             backend = MemoryBackend(settings.rate_limit_memory_max_keys)
         return cls(

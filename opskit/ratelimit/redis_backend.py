@@ -25,15 +25,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .channel import ReplyError, ScriptChannel, bulk, channel_for, pack
 from .decision import BackendError, Decision
 from .rate import Rate
 
-__all__ = ["SCRIPT", "RedisBackend", "connect"]
+__all__ = ["SCRIPT", "RedisBackend", "connect", "redis_backend"]
 
 SCRIPT = files(__package__).joinpath("gcra.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
-_Pending = tuple[str, list[Any], Sequence[Rate], "asyncio.Future[Decision]"]
+_Pending = tuple[str, int, Sequence[Rate], "asyncio.Future[Decision]"]
+_EVALSHA_HEAD = bulk(b"EVALSHA") + bulk(SCRIPT_SHA.encode()) + bulk(b"1")
+_LOAD_SCRIPT = pack(b"SCRIPT", b"LOAD", SCRIPT.encode())
 
 
 def error_reason(exc: BaseException) -> str:
@@ -46,7 +49,7 @@ def error_reason(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, (RedisConnectionError, OSError)):
         return "connection"
-    if isinstance(exc, ResponseError):
+    if isinstance(exc, (ResponseError, ReplyError)):
         return "response"
     if isinstance(exc, RedisError):
         return "redis"
@@ -90,6 +93,20 @@ def connect(url: str, *, timeout: float, max_connections: int) -> Any:
     return aioredis.Redis.from_pool(pool)
 
 
+def redis_backend(
+    url: str, *, timeout: float, max_connections: int, batch: bool = True, pipelined: bool = True
+) -> RedisBackend:
+    """The backend for ``url``: decisions over a :class:`ScriptChannel` when ``pipelined`` and the URL
+    is plain ``redis://``, otherwise (and always for pings) through redis-py's client."""
+    client = connect(url, timeout=timeout, max_connections=max_connections)
+    channel = channel_for(url, connect_timeout=max(timeout, 1.0)) if pipelined else None
+    return RedisBackend(client, timeout=timeout, batch=batch, channel=channel)
+
+
+def _no_script(reply: ReplyError) -> bool:
+    return str(reply).startswith("NOSCRIPT")
+
+
 class RedisBackend:
     """Token buckets in Redis, exact across processes and pods (the server's clock decides)."""
 
@@ -102,31 +119,44 @@ class RedisBackend:
         timeout: float = 0.05,
         batch: bool = True,
         on_round_trip: Callable[[float], None] | None = None,
+        channel: ScriptChannel | None = None,
     ) -> None:
         self.client = client
         self.timeout = timeout
         self.batch = batch
+        self.channel = channel
         self._on_round_trip = on_round_trip
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._args: dict[tuple[Rate, ...], list[Any]] = {}
+        self._args: dict[tuple[tuple[Rate, ...], int], list[Any]] = {}
+        self._frames: dict[tuple[tuple[Rate, ...], int], tuple[bytes, bytes]] = {}
         self._warm = False
         self._warm_retry_at = 0.0
 
-    def _rate_args(self, rates: Sequence[Rate]) -> list[Any]:
-        key = tuple(rates)
+    def _script_args(self, rates: Sequence[Rate], cost: int) -> list[Any]:
+        key = (tuple(rates), cost)
         args = self._args.get(key)
         if args is None:
-            args = []
+            args = [cost]
             for rate in rates:
                 args += [f"{rate.interval * 1_000_000:.3f}", rate.burst]
             self._args[key] = args
         return args
 
+    def _frame(self, rates: Sequence[Rate], cost: int) -> tuple[bytes, bytes]:
+        """The packed EVALSHA around its key: everything but the key is the same for a policy."""
+        key = (tuple(rates), cost)
+        frame = self._frames.get(key)
+        if frame is None:
+            args = [str(arg).encode() for arg in self._script_args(rates, cost)]
+            head = b"*%d\r\n" % (4 + len(args)) + _EVALSHA_HEAD
+            frame = self._frames[key] = (head, b"".join(map(bulk, args)))
+        return frame
+
     async def decide(self, key: str, rates: Sequence[Rate], cost: int = 1) -> Decision:
         """Take ``cost`` tokens from the bucket ``key``; raises :class:`BackendError` on failure or timeout."""
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        item = (key, [cost, *self._rate_args(rates)], rates, future)
+        item = (key, cost, rates, future)
         if not self.batch:
             await self._carry([item], future)
             return future.result()
@@ -196,8 +226,11 @@ class RedisBackend:
                 )
 
     async def _execute(self, batch: Sequence[_Pending]) -> list[Any]:
+        if self.channel is not None:
+            return await self._over_channel(self.channel, batch)
         if len(batch) == 1:
-            key, args, _, _ = batch[0]
+            key, cost, rates, _ = batch[0]
+            args = self._script_args(rates, cost)
             try:
                 return [await self.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *args)]
             except NoScriptError:
@@ -215,12 +248,32 @@ class RedisBackend:
 
     async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
-        for key, args, _, _ in batch:
-            pipe.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *args)
+        for key, cost, rates, _ in batch:
+            pipe.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
         return list(await pipe.execute(raise_on_error=False))
+
+    async def _over_channel(self, channel: ScriptChannel, batch: Sequence[_Pending]) -> list[Any]:
+        frames = []
+        for key, cost, rates, _ in batch:
+            head, tail = self._frame(rates, cost)
+            frames += [head, bulk(key.encode()), tail]
+        replies = await channel.call(b"".join(frames), len(batch))
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, ReplyError) and _no_script(reply)]
+        if missing:
+            # SCRIPT FLUSH, a restart or a failover emptied the script cache: load it and redo those.
+            await self.load_script()
+            again = await self._over_channel(channel, [batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=False):
+                replies[i] = reply
+        return replies
 
     async def load_script(self) -> None:
         """Load the script into Redis (every primary of a Cluster)."""
+        if self.channel is not None:
+            (reply,) = await self.channel.call(_LOAD_SCRIPT, 1)
+            if isinstance(reply, ReplyError):
+                raise ResponseError(str(reply))
+            return
         await self.client.script_load(SCRIPT)
 
     async def warm_up(self, timeout: float = 2.0) -> bool:
@@ -258,6 +311,8 @@ class RedisBackend:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.channel is not None:
+            self.channel.close()
         await self.client.aclose()
         pool = getattr(self.client, "connection_pool", None)
         if pool is not None:

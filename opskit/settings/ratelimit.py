@@ -82,6 +82,13 @@ class RateLimitSettings(SettingsSection):
     )
     redis_timeout: float = Field(0.05, gt=0, le=30, description="Seconds a rate-limit decision may wait for Redis.")
     redis_max_connections: int = Field(16, ge=1, le=10_000, description="Redis connection pool size per process.")
+    redis_pipelined: bool = Field(
+        True,
+        description=(
+            "Send decisions over opskit's own pipelined connection (plain `redis://` URLs; 3-4x less client "
+            "CPU than redis-py). Off: every command goes through redis-py's pool."
+        ),
+    )
 
     @field_validator("rate_limit_exempt_paths", "rate_limit_exempt_networks", mode="before")
     @classmethod

@@ -11,14 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from opskit.metrics import REGISTRY, Registry
 from opskit.metrics.exposition import render
-from opskit.ratelimit import MemoryBackend, RateLimiter, RedisBackend
+from opskit.ratelimit import MemoryBackend, RateLimiter
 from opskit.ratelimit.breaker import CircuitBreaker
 from opskit.ratelimit.metrics import RateLimitMetrics
-from opskit.ratelimit.redis_backend import connect
+from opskit.ratelimit.redis_backend import redis_backend
 from tests.servers import RedisClusterServers, RedisServer, redis_cluster, redis_server
 
 LimiterFactory = Callable[..., RateLimiter]
-BACKENDS = ["memory", "redis", "cluster"]
+# "redis" decides over opskit's pipelined channel, "redis-pool" through redis-py's client.
+BACKENDS = ["memory", "redis", "redis-pool", "cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -66,10 +67,17 @@ def prefix() -> str:
 
 
 def redis_limiter(
-    url: str, prefix: str, metrics: RateLimitMetrics, *, timeout: float = 0.5, batch: bool = True, **options: Any
+    url: str,
+    prefix: str,
+    metrics: RateLimitMetrics,
+    *,
+    timeout: float = 0.5,
+    batch: bool = True,
+    pipelined: bool = True,
+    **options: Any,
 ) -> RateLimiter:
     """A limiter on a Redis backend (create it inside the event loop that uses it)."""
-    backend = RedisBackend(connect(url, timeout=timeout, max_connections=8), timeout=timeout, batch=batch)
+    backend = redis_backend(url, timeout=timeout, max_connections=8, batch=batch, pipelined=pipelined)
     options.setdefault("breaker", CircuitBreaker(3, 0.5))
     return RateLimiter(backend, prefix=prefix, metrics=metrics, **options)
 
@@ -85,7 +93,7 @@ def make_limiter(
 ) -> LimiterFactory:
     """Build a limiter of the parametrized backend kind: memory, single Redis or Redis Cluster."""
     url = ""
-    if backend_kind == "redis":
+    if backend_kind in ("redis", "redis-pool"):
         url = request.getfixturevalue("shared_redis").url
     elif backend_kind == "cluster":
         url = request.getfixturevalue("cluster").url
@@ -93,6 +101,7 @@ def make_limiter(
     def make(**options: Any) -> RateLimiter:
         if not url:
             return RateLimiter(MemoryBackend(), prefix=prefix, metrics=metrics)
+        options.setdefault("pipelined", backend_kind != "redis-pool")
         return redis_limiter(url, prefix, metrics, **options)
 
     return make

@@ -13,15 +13,15 @@ import time
 import orjson
 
 from opskit.metrics import Registry
-from opskit.ratelimit import Policy, RateLimiter, RedisBackend
+from opskit.ratelimit import Policy, RateLimiter
 from opskit.ratelimit.metrics import RateLimitMetrics
-from opskit.ratelimit.redis_backend import connect
+from opskit.ratelimit.redis_backend import redis_backend
 
 CONCURRENCY = 5
 
 
 async def main(url: str, prefix: str, rate: str, seconds: float, start_at: float) -> dict[str, float]:
-    backend = RedisBackend(connect(url, timeout=1.0, max_connections=4), timeout=1.0)
+    backend = redis_backend(url, timeout=1.0, max_connections=4)
     limiter = RateLimiter(backend, prefix=prefix, metrics=RateLimitMetrics(Registry(None)))
     await limiter.warm_up()
     policy = Policy.build("exact", rate)
