@@ -40,7 +40,25 @@ def build_components(settings: Settings, app: object) -> list[Component]:
     # -- end of feature components --------------------------------------------------------------
     if settings.logging_enabled and settings.access_log_enabled:
         components.append(AccessLog(settings))
+    _hand_over_fastapi_telemetry(app, settings)
     return components
+
+
+def _hand_over_fastapi_telemetry(app: object, settings: Settings) -> None:
+    """Switch off FastAPI's native request metrics and log records where opskit provides them.
+
+    FastAPI (0.165+) emits OpenTelemetry request metrics and exception log records as soon as a
+    global meter or logger provider exists, and checks for those providers on every request.
+    With opskit's Prometheus metrics and JSON logs on, they would duplicate them. Like the request
+    spans (see ``opskit.tracing``), an app that passed its own provider to FastAPI keeps it.
+    """
+    config = getattr(app, "_telemetry", None)
+    if not isinstance(config, dict):
+        return
+    if settings.metrics_enabled and config.get("meter_provider") is None:
+        config["metrics"] = False
+    if settings.logging_enabled and config.get("logger_provider") is None:
+        config["logs"] = False
 
 
 def _middleware(app: ASGIApp, routes_of: object, settings: Settings) -> OpskitMiddleware:

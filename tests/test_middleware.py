@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.testclient import TestClient
 
 import opskit
@@ -289,6 +291,33 @@ class TestHealth:
 
 
 class TestInstall:
+    def test_fastapi_native_metrics_and_logs_are_handed_over(self) -> None:
+        """FastAPI's own OpenTelemetry request metrics and log records give way to opskit's."""
+        app = FastAPI()
+        opskit.instrument(app)
+        TestClient(app).get("/healthz")
+        assert app._telemetry["metrics"] is False and app._telemetry["logs"] is False
+        off = FastAPI()
+        opskit.instrument(off, metrics_enabled=False, logging_enabled=False)
+        TestClient(off).get("/healthz")
+        assert off._telemetry["metrics"] is True and off._telemetry["logs"] is True
+
+    def test_fastapi_metrics_with_the_apps_own_provider_are_kept(self) -> None:
+        """An app that handed FastAPI its own meter provider still gets FastAPI's request metrics."""
+        reader = InMemoryMetricReader()
+        app = FastAPI(telemetry={"meter_provider": MeterProvider(metric_readers=[reader])})
+
+        @app.get("/ping")
+        async def ping() -> dict[str, bool]:
+            return {"ok": True}
+
+        opskit.instrument(app)
+        assert TestClient(app).get("/ping").status_code == 200
+        data = reader.get_metrics_data()
+        assert data is not None
+        names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+        assert "http.server.request.duration" in names
+
     def test_instrument_twice_does_not_double_wrap(self, log_lines: LogReader) -> None:
         """A second instrument() is a no-op: one access line, one header value."""
         app = full.create()
