@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,11 +23,13 @@ def redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(autouse=True)
 def _clean_opskit_state() -> Iterator[None]:
-    """Each test starts with no readiness checks, no shutdown mark and default structlog."""
+    """Each test starts with no readiness checks, no shutdown mark, default structlog and no frozen
+    objects (an app's lifespan freezes the GC's objects; the test process must still collect them)."""
     health.reset()
     yield
     health.reset()
     structlog.reset_defaults()
+    gc.unfreeze()
 
 
 LogReader = Callable[[], list[dict[str, Any]]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -288,6 +289,26 @@ class TestHealth:
         with client():
             assert not opskit.is_shutting_down()
         assert opskit.is_shutting_down()
+
+
+class TestGcFreeze:
+    @pytest.fixture(autouse=True)
+    def unfrozen(self) -> Iterator[None]:
+        gc.unfreeze()
+        yield
+        gc.unfreeze()
+
+    def test_objects_of_a_started_app_are_frozen(self) -> None:
+        """After lifespan startup the app's objects sit in the permanent generation, not in the GC's."""
+        with TestClient(full.create()) as c:
+            assert gc.get_freeze_count() > 10_000
+            assert c.get("/items/1").status_code == 200
+
+    def test_freezing_can_be_switched_off(self) -> None:
+        """gc_freeze=False leaves the garbage collector as it was."""
+        with TestClient(full.create(gc_freeze=False)) as c:
+            assert gc.get_freeze_count() == 0
+            assert c.get("/items/1").status_code == 200
 
 
 class TestInstall:
