@@ -24,7 +24,7 @@ class Options:
 
     duration: float = 10.0
     warmup: float = 2.0
-    rounds: int = 3
+    rounds: int = 5
     connections: int = 64
     threads: int = 1
     pin: bool = True
