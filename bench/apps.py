@@ -184,6 +184,37 @@ def add_structlog_access_log(app: FastAPI, *, with_correlation_id: bool) -> None
         return response
 
 
+_FLOOR_ID: ContextVar[str | None] = ContextVar("bench_floor_request_id", default=None)
+_FLOOR_HEADER = (b"x-request-id", b"0123456789abcdef0123456789abcdef")
+
+
+class RequestIdFloor:
+    """The least any request-ID middleware does: set a context variable, add one response header.
+
+    No parsing, no validation, no generation: what this costs is the floor under every request-ID
+    feature (uvicorn's own handling of one more header included).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = _FLOOR_ID.set(_FLOOR_HEADER[1].decode())
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), _FLOOR_HEADER]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _FLOOR_ID.reset(token)
+
+
 def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
     """Install the peer libraries named in ``peers``, innermost first."""
     if "slowapi" in peers:
@@ -211,6 +242,8 @@ def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI
         instrument_opskit(app, variant.features)
     elif variant.family == "peer":
         add_peers(app, variant.features, redis_url)
+    elif variant.family == "reference":
+        app.add_middleware(RequestIdFloor)
     return app
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Family = Literal["bare", "opskit", "peer"]
+Family = Literal["bare", "opskit", "peer", "reference"]
 Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis"]
 
 OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health")
@@ -47,6 +47,13 @@ VARIANTS: tuple[Variant, ...] = (
         "opskit, every feature on",
         set(OPSKIT_FEATURES),
         {"request_id", "access_log", "metrics", "spans", "redis"},
+    ),
+    _v(
+        "floor-request-id",
+        "reference",
+        "the least a request-ID middleware does: set a context variable, add a constant response header",
+        {"request_id_floor"},
+        {"request_id"},
     ),
     _v("peer-correlation-id", "peer", "asgi-correlation-id", {"correlation_id"}, {"request_id"}),
     _v("peer-instrumentator", "peer", "prometheus-fastapi-instrumentator", {"instrumentator"}, {"metrics"}),
