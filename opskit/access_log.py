@@ -39,27 +39,7 @@ class AccessLog(Component):
         if not (self._error if failed else self._info) or ex.path in self._excluded:
             return
         ua = ex.header(b"user-agent")
-        if not self._fast:
-            fields: dict[str, Any] = {
-                "method": ex.method,
-                "route": ex.route,
-                "path": ex.path[:_MAX_FIELD],
-                "status": status,
-                "duration_ms": round((ex.end - ex.start) * 1000, 3),
-                "response_bytes": ex.response_bytes,
-                "client": ex.client,
-                "user_agent": ua[:_MAX_FIELD].decode("latin-1") if ua is not None else None,
-            }
-            if ex.rate_limit_policy is not None:
-                fields["ratelimit_policy"] = ex.rate_limit_policy
-            (self._log.error if failed else self._log.info)("request", **fields)
-            return
-        # Built in one dict literal, in the key order of every other line.
-        line: dict[str, Any] = {
-            "timestamp": timestamp(),
-            "level": "error" if failed else "info",
-            "logger": "opskit.access",
-            "event": "request",
+        fields: dict[str, Any] = {
             "method": ex.method,
             "route": ex.route,
             "path": ex.path[:_MAX_FIELD],
@@ -70,7 +50,17 @@ class AccessLog(Component):
             "user_agent": ua[:_MAX_FIELD].decode("latin-1") if ua is not None else None,
         }
         if ex.rate_limit_policy is not None:
-            line["ratelimit_policy"] = ex.rate_limit_policy
+            fields["ratelimit_policy"] = ex.rate_limit_policy
+        if not self._fast:
+            (self._log.error if failed else self._log.info)("request", **fields)
+            return
+        line: dict[str, Any] = {
+            "timestamp": timestamp(),
+            "level": "error" if failed else "info",
+            "logger": "opskit.access",
+            "event": "request",
+            **fields,
+        }
         rid = ex.request_id or _request_id.get()
         if rid is not None:
             line["request_id"] = rid

@@ -102,11 +102,8 @@ class OpskitMiddleware:
             extra: tuple[bytes, bytes] | None = None
             rid_token = None
             if self._rid_header:
-                rid, rejected = self._request_id_of(scope)
+                rid, rid_token = self._bind_request_id(scope)
                 extra = (self._rid_header, rid.encode("ascii"))
-                rid_token = _request_id.set(rid)
-                if rejected is not None:
-                    self._warn_rejected(scope, *rejected)
             started = False
 
             async def lean_send(message: Message) -> None:
@@ -182,29 +179,37 @@ class OpskitMiddleware:
         exc.__opskit_logged__ = True  # type: ignore[attr-defined]
 
     def _assign_request_id(self, ex: Exchange) -> Any:
-        rid, rejected = self._request_id_of(ex.scope)
+        rid, token = self._bind_request_id(ex.scope)
         ex.request_id = rid
         ex.response_headers.append((self._rid_header, rid.encode("ascii")))
-        token = _request_id.set(rid)
-        if rejected is not None:
-            self._warn_rejected(ex.scope, *rejected)
         return token
 
-    def _request_id_of(self, scope: Scope) -> tuple[str, tuple[Rejection, bytes] | None]:
-        """The incoming ID if it is safe, else a new one and why the incoming one was refused."""
+    def _bind_request_id(self, scope: Scope) -> tuple[str, Any]:
+        """The request's ID (the incoming one if safe, else a new one), set in the context: (ID, token).
+
+        A refused incoming ID is logged once the new one is set, so the warning carries it.
+        """
         policy = self._rid_policy
+        rejected: tuple[Rejection, bytes] | None = None
+        rid = None
         if policy.trust_incoming:
             header = self._rid_header
             for name, value in scope["headers"]:
                 if name == header:
-                    rejected = policy.check(value)
-                    if rejected is None:
-                        return value.decode("ascii"), None
-                    return policy.generate(), (rejected, value)
-        return policy.generate(), None
+                    reason = policy.check(value)
+                    if reason is None:
+                        rid = value.decode("ascii")
+                    else:
+                        rejected = (reason, value)
+                    break
+        if rid is None:
+            rid = policy.generate()
+        token = _request_id.set(rid)
+        if rejected is not None:
+            self._warn_rejected(scope, *rejected)
+        return rid, token
 
     def _warn_rejected(self, scope: Scope, reason: Rejection, value: bytes) -> None:
-        # Logged once the new ID is set, so the warning carries it; the bad value only escaped.
         self._log.warning(
             "invalid request id replaced",
             reason=reason,

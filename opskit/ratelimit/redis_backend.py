@@ -103,8 +103,9 @@ def redis_backend(
     return RedisBackend(client, timeout=timeout, batch=batch, channel=channel)
 
 
-def _no_script(reply: ReplyError) -> bool:
-    return str(reply).startswith("NOSCRIPT")
+def _no_script(reply: object) -> bool:
+    """Whether a reply says the script is not loaded (redis-py's exception or hiredis's error reply)."""
+    return isinstance(reply, NoScriptError) or (isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"))
 
 
 class RedisBackend:
@@ -226,25 +227,29 @@ class RedisBackend:
                 )
 
     async def _execute(self, batch: Sequence[_Pending]) -> list[Any]:
+        replies = await self._round_trip(batch)
+        missing = [i for i, reply in enumerate(replies) if _no_script(reply)]
+        if missing:
+            # SCRIPT FLUSH, a restart or a failover emptied the script cache: load it and redo those.
+            await self.load_script()
+            again = await self._round_trip([batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=False):
+                replies[i] = reply
+        return replies
+
+    async def _round_trip(self, batch: Sequence[_Pending]) -> list[Any]:
+        """One reply per decision, error replies in their place."""
         if self.channel is not None:
             return await self._over_channel(self.channel, batch)
         if len(batch) == 1:
             key, cost, rates, _ = batch[0]
-            args = self._script_args(rates, cost)
             try:
-                return [await self.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *args)]
-            except NoScriptError:
-                await self.load_script()
-                return [await self.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *args)]
-        replies = await self._pipeline(batch)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            # SCRIPT FLUSH, a restart or a failover emptied the script cache: load it and redo those.
-            await self.load_script()
-            again = await self._pipeline([batch[i] for i in missing])
-            for i, reply in zip(missing, again, strict=False):
-                replies[i] = reply
-        return replies
+                return [
+                    await self.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
+                ]
+            except NoScriptError as exc:
+                return [exc]
+        return await self._pipeline(batch)
 
     async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
@@ -257,15 +262,7 @@ class RedisBackend:
         for key, cost, rates, _ in batch:
             head, tail = self._frame(rates, cost)
             frames += [head, bulk(key.encode()), tail]
-        replies = await channel.call(b"".join(frames), len(batch))
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, ReplyError) and _no_script(reply)]
-        if missing:
-            # SCRIPT FLUSH, a restart or a failover emptied the script cache: load it and redo those.
-            await self.load_script()
-            again = await self._over_channel(channel, [batch[i] for i in missing])
-            for i, reply in zip(missing, again, strict=False):
-                replies[i] = reply
-        return replies
+        return await channel.call(b"".join(frames), len(batch))
 
     async def load_script(self) -> None:
         """Load the script into Redis (every primary of a Cluster)."""

@@ -12,6 +12,7 @@ import httpx
 import prometheus_client
 import pytest
 
+from bench.asgi_driver import http_scope
 from opskit.metrics import Registry
 from opskit.metrics.component import MetricsComponent
 from opskit.middleware import OpskitMiddleware
@@ -164,21 +165,7 @@ class TestCardinality:
         await served.client.get("/items/1")
         for _ in range(10_000):
             path = "/" + "/".join(f"{rng.getrandbits(40):x}" for _ in range(rng.randint(1, 4)))
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": "GET",
-                "scheme": "http",
-                "path": path,
-                "raw_path": path.encode(),
-                "query_string": b"",
-                "root_path": "",
-                "headers": [(b"host", b"test")],
-                "client": ("127.0.0.1", 1),
-                "server": ("test", 80),
-            }
-            await served.app(scope, receive, send)
+            await served.app(http_scope(path), receive, send)
         statuses = {m["status"] for m in sent if m["type"] == "http.response.start"}
         assert statuses == {404}
         got = await served.samples()
