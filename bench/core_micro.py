@@ -1,8 +1,9 @@
 """In-process cost of opskit's core per request (no server, no network): ``python bench/core_micro.py``.
 
 Drives a FastAPI app's ASGI callable directly and reports microseconds per request for the bare
-app and for opskit's request-ID and access-log components, so hot-path changes can be compared
-quickly. Not a test; the end-to-end numbers come from ``make bench``.
+app, for the request-ID floor (a middleware that only sets a context variable and adds a header)
+and for opskit's request-ID and access-log components, so hot-path changes can be compared quickly.
+Not a test; the end-to-end numbers come from ``make bench``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 
 import opskit
 from bench import asgi_driver
+from bench.apps import RequestIdFloor
 from bench.asgi_driver import http_scope
 
 OFF = {
@@ -39,6 +41,8 @@ def make(variant: str) -> Any:
         opskit.instrument(app, request_id_enabled=False, **OFF)
     elif variant == "core":
         opskit.instrument(app, **OFF)
+    elif variant == "floor":
+        app.add_middleware(RequestIdFloor)
     return app
 
 
@@ -49,7 +53,7 @@ async def drive(app: Any, n: int) -> float:
 
 def main() -> None:
     n = int(os.environ.get("N", "20000"))
-    variants = sys.argv[1:] or ["bare", "request_id", "access_log", "core"]
+    variants = sys.argv[1:] or ["bare", "floor", "request_id", "access_log", "core"]
     devnull = open(os.devnull, "w")  # noqa: SIM115
     sys.stdout, real = devnull, sys.stdout
     results: dict[str, float] = {}

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 from starlette.testclient import TestClient
 
 import opskit
+from opskit import _logging as opskit_logging
 from opskit._logging import LineWriter
 from opskit.settings import load_settings
 from tests.apps import full
@@ -170,3 +178,128 @@ class TestLineWriter:
         writer.use(text)
         writer.msg(b'{"a":1}')
         assert text.getvalue() == '{"a":1}\n'
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    """The shared writer pointed at a real file (a descriptor, as in production), restored after."""
+    path = tmp_path / "out.log"
+    with open(path, "wb") as stream:
+        opskit.configure_logging(load_settings(), stream=stream)
+        yield path
+        opskit.configure_logging(load_settings(), stream=sys.stdout)
+
+
+def file_events(path: Path) -> list[str]:
+    return [orjson.loads(line)["event"] for line in path.read_bytes().splitlines()]
+
+
+class TestCoalescedWrites:
+    def test_lines_of_one_loop_iteration_are_written_together_at_its_end(self, log_file: Path) -> None:
+        """Info lines wait for the end of the iteration, then all of them are there, in order."""
+        log = opskit.get_logger("t")
+
+        async def main() -> tuple[list[str], list[str]]:
+            for i in range(3):
+                log.info(f"line {i}")
+            during = file_events(log_file)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return during, file_events(log_file)
+
+        during, after = asyncio.run(main())
+        assert during == []
+        assert after == ["line 0", "line 1", "line 2"]
+
+    def test_warnings_and_errors_are_written_at_once_after_what_waits(self, log_file: Path) -> None:
+        """An urgent line (structlog or stdlib) takes the gathered info lines with it, in order."""
+        log = opskit.get_logger("t")
+
+        async def main() -> list[list[str]]:
+            seen = []
+            log.info("first")
+            log.warning("second")
+            seen.append(file_events(log_file))
+            log.info("third")
+            logging.getLogger("lib").error("fourth")
+            seen.append(file_events(log_file))
+            return seen
+
+        assert asyncio.run(main()) == [["first", "second"], ["first", "second", "third", "fourth"]]
+
+    def test_lines_from_other_threads_are_written_at_once(self, log_file: Path) -> None:
+        """Off the loop's thread nothing is gathered: the line and whatever waited go out together."""
+        log = opskit.get_logger("t")
+
+        async def main() -> list[str]:
+            log.info("on the loop")
+            await asyncio.to_thread(log.info, "in a thread")
+            return file_events(log_file)
+
+        assert asyncio.run(main())[:2] == ["on the loop", "in a thread"]
+
+    def test_a_large_burst_is_written_without_waiting(self, log_file: Path) -> None:
+        """Past the writer's limit, gathered lines are written before the iteration ends."""
+        log = opskit.get_logger("t")
+
+        async def main() -> int:
+            for i in range(200):
+                log.info("big", i=i, pad="x" * 1000)
+            return len(file_events(log_file))
+
+        written = asyncio.run(main())
+        assert 0 < written < 200
+        assert len(file_events(log_file)) == 200
+
+    def test_off_writes_each_line_at_once(self, tmp_path: Path) -> None:
+        """OPSKIT_LOG_COALESCE=false: every line is on its way before the call returns."""
+        path = tmp_path / "out.log"
+        with open(path, "wb") as stream:
+            opskit.configure_logging(load_settings(log_coalesce=False), stream=stream)
+            try:
+
+                async def main() -> list[str]:
+                    opskit.get_logger("t").info("now")
+                    return file_events(path)
+
+                assert asyncio.run(main()) == ["now"]
+            finally:
+                opskit.configure_logging(load_settings(), stream=sys.stdout)
+
+    def test_a_fork_writes_waiting_lines_once(self, log_file: Path) -> None:
+        """Lines gathered before a fork are written by the parent alone, never again by the child."""
+        log = opskit.get_logger("t")
+
+        async def main() -> int:
+            log.info("before fork")
+            pid = os.fork()
+            if pid == 0:
+                log.info("child")
+                opskit_logging.flush_logs()
+                os._exit(0)
+            return pid
+
+        os.waitpid(asyncio.run(main()), 0)
+        assert sorted(file_events(log_file)) == ["before fork", "child"]
+
+    def test_lines_left_when_the_loop_closes_are_written_at_exit(self, tmp_path: Path) -> None:
+        """A loop closed before its next iteration still loses nothing: the process writes them at exit."""
+        script = textwrap.dedent(
+            """
+            import asyncio
+            import opskit
+
+            opskit.configure_logging()
+
+            def last_words():
+                opskit.get_logger("t").info("last words")
+                loop.stop()  # this iteration is the last: the line's write never gets its turn
+
+            loop = asyncio.new_event_loop()
+            loop.call_soon(last_words)
+            loop.run_forever()
+            loop.close()
+            """
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60, check=True)
+        assert [orjson.loads(line)["event"] for line in done.stdout.splitlines()] == ["last words"]

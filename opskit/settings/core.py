@@ -64,6 +64,13 @@ class CoreSettings(SettingsSection):
     log_redact_keys: StrTuple = Field(
         DEFAULT_REDACT_KEYS, description="Comma-separated keys whose values are replaced by `[REDACTED]` in logs."
     )
+    log_coalesce: bool = Field(
+        True,
+        description=(
+            "Write the info lines of one event-loop iteration with one `write(2)` at its end instead of one each; "
+            "warnings and errors are written at once. A crash loses at most one iteration's info lines."
+        ),
+    )
     access_log_enabled: bool = Field(True, description="One JSON line per finished request.")
     access_log_exclude_paths: StrTuple = Field(
         ("/healthz", "/readyz", "/metrics"),
