@@ -17,6 +17,11 @@ __all__ = ["AccessLog"]
 _MAX_FIELD = 1024  # a hostile User-Agent or path must not make a line unbounded
 
 
+def _milliseconds(seconds: float) -> float:
+    """``seconds`` in milliseconds to the microsecond: ``round(ms, 3)`` at a third of its cost."""
+    return int(seconds * 1_000_000 + 0.5) / 1000
+
+
 class AccessLog(Component):
     """Writes the access-log line; replaces uvicorn's and gunicorn's own access logs.
 
@@ -44,7 +49,7 @@ class AccessLog(Component):
             "route": ex.route,
             "path": ex.path[:_MAX_FIELD],
             "status": status,
-            "duration_ms": round((ex.end - ex.start) * 1000, 3),
+            "duration_ms": _milliseconds(ex.end - ex.start),
             "response_bytes": ex.response_bytes,
             "client": ex.client,
             "user_agent": ua[:_MAX_FIELD].decode("latin-1") if ua is not None else None,
@@ -78,6 +83,6 @@ class AccessLog(Component):
             route=ex.route,
             path=ex.path[:_MAX_FIELD],
             status=ex.status,
-            duration_ms=round(ex.duration * 1000, 3),
+            duration_ms=_milliseconds(ex.duration),
             client=ex.client,
         )

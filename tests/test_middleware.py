@@ -188,7 +188,7 @@ class TestAccessLog:
         assert line["request_id"] == "acc-1"
         assert line["user_agent"] == "probe/1.0"
         assert line["response_bytes"] > 0
-        assert line["duration_ms"] >= 0
+        assert line["duration_ms"] >= 0 and round(line["duration_ms"], 3) == line["duration_ms"]
         assert line["client"] == "testclient"
 
     def test_routes_of_routers_mounts_and_unmatched(self, log_lines: LogReader) -> None:
