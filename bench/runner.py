@@ -7,6 +7,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,11 @@ from bench.variants import BY_NAME, Variant
 from tests.servers import RedisServer
 
 PROBE_REQUESTS = 20
+# After a burst, the loaded server counts as drained once it used under 5 % of a CPU over 20 ms
+# and none of its threads is runnable.
+DRAIN_STEP = 0.02
+DRAIN_QUIET = 0.05
+DRAIN_TIMEOUT = 5.0
 Availability = Literal["ok", "partial", "n/a", "error"]
 
 
@@ -70,6 +76,12 @@ class Burst:
     server_cpu_s: float = 0.0
     other_cpu_share: float = 0.0
     idle_cpu_share: float = 0.0
+    in_flight: int = 0
+
+    @property
+    def served(self) -> int:
+        """Requests the server handled: wrk's answered ones and the one each connection left in flight."""
+        return self.result.requests + self.in_flight
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -240,7 +252,38 @@ def _burst(loaded: AppServer, idle: AppServer, options: Options, round_no: int) 
     tick = 1.0 / os.sysconf("SC_CLK_TCK")
     others = max(0.0, (busy * tick - server_cpu - idle_cpu) / (total * tick)) if total else 0.0
     idle_share = idle_cpu / (total * tick) if total else 0.0
-    return Burst(loaded.variant.name, round_no, result, server_cpu, others, idle_share)
+    drain(loaded.process.pid)
+    in_flight = max(options.connections, options.threads)
+    return Burst(loaded.variant.name, round_no, result, server_cpu, others, idle_share, in_flight)
+
+
+def _runnable(pid: int) -> bool:
+    """Whether any thread of ``pid`` is running or waiting for a CPU (state R in /proc)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
+def drain(pid: int, *, step: float = DRAIN_STEP, timeout: float = DRAIN_TIMEOUT) -> float:
+    """Wait until process ``pid`` has stopped working: no thread runnable and almost no CPU used over a step.
+
+    When wrk stops, each of its connections leaves one request in flight, which the server still
+    serves: for a slow variant that is a good part of a second of CPU, and it must not run during the
+    other server's next burst. Returns the seconds waited.
+    """
+    start = time.monotonic()
+    used = server_cpu_seconds(pid)
+    while time.monotonic() - start < timeout:
+        time.sleep(step)
+        now = server_cpu_seconds(pid)
+        if now - used < DRAIN_QUIET * step and not _runnable(pid):
+            break
+        used = now
+    return time.monotonic() - start
 
 
 def pair_order(pair_no: int, round_no: int) -> bool:
@@ -269,6 +312,7 @@ def measure(variant: Variant, redis: RedisServer, options: Options, round_no: in
                     threads=options.threads,
                     cpu=cpu,
                 )
+                drain(warm.process.pid)
         before = redis_calls(redis)
         pairs = []
         for pair_no in range(options.pairs):
@@ -349,7 +393,7 @@ def summarize(summaries: list[Summary]) -> None:
         s.p99_us = statistics.median(b.result.p99_us for b in s.bursts)
         s.cpu_us = statistics.median(b.cpu_us_per_request for b in s.bursts)
         s.errors = sum(b.result.errors for b in s.bursts)
-        requests = sum(b.result.requests for b in s.bursts)
+        requests = sum(b.served for b in s.bursts)
         if requests:
             s.redis_per_request = s.redis.commands / requests
             s.scripts_per_request = s.redis.scripts / requests

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import pytest
 
-from bench.runner import Burst, Options, Pair, Session, Status, Summary, pair_order, rotation, spread, summarize
+from bench.runner import (
+    Burst,
+    Options,
+    Pair,
+    Session,
+    Status,
+    Summary,
+    drain,
+    pair_order,
+    rotation,
+    server_cpu_seconds,
+    spread,
+    summarize,
+)
 from bench.servers import RedisCalls
 from bench.variants import BY_NAME
 from bench.wrk import WrkResult
+from tests.servers import Background
 
 NO_REDIS = RedisCalls(0, 0)
 
@@ -58,6 +73,37 @@ class TestOptions:
         assert Options(duration=4, burst=1).pairs == 4
         assert Options(duration=5, burst=2).pairs == 2
         assert Options(duration=1, burst=3).pairs == 1
+
+
+BUSY_THEN_IDLE = """
+import time
+while time.process_time() < 0.3:
+    pass
+print("idle", flush=True)
+time.sleep(30)
+"""
+
+
+class TestDrain:
+    """After a burst, the harness waits for the loaded server to finish the requests left in flight."""
+
+    def test_waits_for_the_work_to_finish(self) -> None:
+        """A process busy for 0.3 s of CPU, then asleep: drain returns once that CPU time is spent, not before."""
+        process = Background([sys.executable, "-c", BUSY_THEN_IDLE])
+        try:
+            waited = drain(process.pid, timeout=20)
+            assert server_cpu_seconds(process.pid) >= 0.3
+            assert waited < 20
+        finally:
+            process.close()
+
+    def test_a_sleeping_process_is_drained_at_once(self) -> None:
+        """A process that does nothing is quiet: drain does not run into its timeout."""
+        process = Background([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            assert drain(process.pid, timeout=20) < 20
+        finally:
+            process.close()
 
 
 class TestPairOrder:
@@ -186,6 +232,14 @@ class TestSummarize:
         assert row.redis_per_request == pytest.approx(4.0)
         assert row.scripts_per_request == pytest.approx(1.0)
         assert bare.redis_per_request == 0.0
+
+    def test_requests_left_in_flight_count_for_redis(self) -> None:
+        """Each connection's last request is served after wrk stops: its script call is matched by it, not extra."""
+        variant = Burst("peer-slowapi", 0, result(936), 0.5, in_flight=64)
+        s = Session("peer-slowapi", 0, [Pair(burst("bare", 1_000), variant, True)], RedisCalls(2_000, 1_000))
+        _, by_name = rows(s)
+        assert by_name["peer-slowapi"].scripts_per_request == pytest.approx(1.0)
+        assert by_name["peer-slowapi"].rps == pytest.approx(936)
 
     def test_unmeasured_rows_stay_empty(self) -> None:
         """A variant reported n/a has no numbers."""
