@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--duration",
         type=float,
         default=defaults.duration,
-        help="measured seconds per variant per round, in bursts; bare gets as many beside it "
+        help="measured seconds per variant per round, in whole bursts; bare gets as many beside it "
         f"(default {defaults.duration:g})",
     )
     parser.add_argument(

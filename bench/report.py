@@ -221,7 +221,11 @@ def method(report: Report) -> list[str]:
         f"warmed up with {o.warmup:g} s of wrk, then they take turns: {o.pairs} pairs of {o.burst} s bursts, "
         "only one server loaded at a time, the order inside a pair alternating (bare then variant, variant "
         "then bare, ...; the first pair's order alternates by round), so that neither side always runs first "
-        f"and a steady drift favours neither. Rounds: {o.rounds}; each runs one session per variant, the "
+        "and a steady drift favours neither. After each burst and each warm-up the harness waits until the "
+        "loaded server has finished the requests wrk left in flight (one per connection; no thread runnable, "
+        "under 5 % of a CPU used over 20 ms) before the next burst starts, so that no work of one server runs "
+        "in the other's burst (the machine section gives the share of the core the unloaded server still "
+        f"used). Rounds: {o.rounds}; each runs one session per variant, the "
         f"variants' order rotated by one each round. So each variant has {o.rounds * o.pairs} pairs "
         f"({o.rounds * o.pairs * o.burst:g} s measured) and bare as many bursts beside every variant.",
         "- Ratio to bare = median over the variant's pairs of (variant req/s ÷ bare req/s of the same pair). "
@@ -234,7 +238,8 @@ def method(report: Report) -> list[str]:
         "- Per row, from its own bursts (bare's row: bare's bursts from every session): req/s, p50 and p99 = "
         "medians over the bursts of wrk's figures. Redis script calls (EVAL/EVALSHA) and all commands (those a "
         "script runs included) per request, from `INFO commandstats` around each session's bursts (bare "
-        "makes none) divided by the variant's requests.",
+        "makes none), divided by the requests the variant served: those wrk counted plus the one each "
+        "connection left in flight at the end of each burst.",
         "- Server CPU µs/req: on-CPU time of the server process (all threads, from /proc schedstat) during the "
         "burst, divided by the requests served; the column is the median over the row's bursts. CPU-time ratio "
         "= median over pairs of bare's CPU µs/req ÷ the variant's, judged against the goal like the throughput "

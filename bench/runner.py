@@ -330,6 +330,8 @@ def measure(variant: Variant, redis: RedisServer, options: Options, round_no: in
 
 def rotation(variants: list[Variant], round_no: int) -> list[Variant]:
     """Round ``round_no``'s order: the list rotated by the round number."""
+    if not variants:
+        return []
     shift = round_no % len(variants)
     return variants[shift:] + variants[:shift]
 
@@ -354,6 +356,7 @@ def run(variants: list[Variant], redis: RedisServer, options: Options) -> list[S
     for round_no in range(options.rounds):
         for variant in rotation(active, round_no):
             where = f"round {round_no + 1}/{options.rounds} {variant.name}"
+            started = time.monotonic()
             try:
                 session = measure(variant, redis, options, round_no)
             except (RuntimeError, OSError, Unavailable, subprocess.SubprocessError) as exc:
@@ -362,7 +365,7 @@ def run(variants: list[Variant], redis: RedisServer, options: Options) -> list[S
                 summaries[variant.name].failures.append(f"round {round_no + 1}: {exc}")
                 continue
             ratios = " ".join(f"{pair.ratio:.3f}" for pair in session.pairs)
-            log(f"{where}: pair ratios {ratios}")
+            log(f"{where}: pair ratios {ratios} ({time.monotonic() - started:.1f} s)")
             summaries[variant.name].add(session)
             bare_row.add(session, as_bare=True)
     result = list(summaries.values())

@@ -129,6 +129,10 @@ class TestRotation:
         assert [v.name for v in rotation(variants, 1)] == ["peer-otel", "peer-slowapi", "opskit-all"]
         assert rotation(variants, 3) == variants
 
+    def test_nothing_to_rotate(self) -> None:
+        """With bare alone there is no variant to pair with it: a round is empty."""
+        assert rotation([], 2) == []
+
 
 class TestPair:
     """One pair's ratios."""
