@@ -15,6 +15,7 @@ from bench.runner import (
     Status,
     Summary,
     drain,
+    measure,
     pair_order,
     rotation,
     server_cpu_seconds,
@@ -24,7 +25,7 @@ from bench.runner import (
 from bench.servers import RedisCalls
 from bench.variants import BY_NAME
 from bench.wrk import WrkResult
-from tests.servers import Background
+from tests.servers import Background, RedisServer
 
 NO_REDIS = RedisCalls(0, 0)
 
@@ -251,3 +252,22 @@ class TestSummarize:
         summarize([missing])
         assert not missing.measured and missing.rps == 0.0 and missing.ratio == 0.0
         assert missing.ratio_spread is None
+
+
+@pytest.mark.slow
+class TestMeasure:
+    """One session against real servers: a limiter beside bare."""
+
+    def test_session_of_alternating_pairs(self, redis: RedisServer) -> None:
+        """Two pairs, bare first then the limiter first; every script call is matched by a request served."""
+        options = Options(duration=2, burst=1, warmup=0, connections=8)
+        session = measure(BY_NAME["opskit-ratelimit"], redis, options, round_no=0)
+        assert [pair.bare_first for pair in session.pairs] == [True, False]
+        for pair in session.pairs:
+            assert pair.bare.variant == "bare" and pair.variant.variant == "opskit-ratelimit"
+            assert pair.bare.result.requests > 0 and pair.variant.result.requests > 0
+            assert pair.bare.server_cpu_s > 0 and pair.variant.server_cpu_s > 0
+        served = sum(pair.variant.served for pair in session.pairs)
+        answered = sum(pair.variant.result.requests for pair in session.pairs)
+        # Requests left in flight may or may not have reached the limiter, answered ones all did.
+        assert answered <= session.redis.scripts <= served
