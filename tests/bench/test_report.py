@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.instructions import InstructionCount
 from bench.machine import Machine
-from bench.report import Report, judge, render, targets_table, variants_table
+from bench.report import Report, judge, render, targets_table, unmet_targets, variants_table
 from bench.runner import Burst, Options, Pair, Session, Status, Summary, summarize
 from bench.servers import RedisCalls
 from bench.variants import BY_NAME
@@ -96,6 +96,19 @@ class TestTargetsTable:
         limiter = row("opskit-ratelimit", 9_000, redis=RedisCalls(9_000 * 2, 9_000 // 2))
         limit_row = line(targets_table(report(limiter)), "| Redis limiter alone")
         assert "**pass** (the limiter skipped Redis for 50% of requests, failing open" in limit_row
+
+
+class TestUnmetTargets:
+    """The targets profiled after the run: those not clearly met."""
+
+    def test_misses_and_within_noise_but_not_passes(self) -> None:
+        """A miss and a within-noise verdict are listed, a clear pass is not."""
+        result = report(
+            row("opskit-request-id", 9_300, 9_500, 9_600, 9_800, 9_900),
+            row("opskit-metrics", 5_000),
+            row("opskit-tracing", 9_000),
+        )
+        assert unmet_targets(result) == ["opskit-request-id", "opskit-metrics"]
 
 
 class TestVariantsTable:
