@@ -1,33 +1,61 @@
-"""The main measurement: check each variant really does its job, then interleaved rounds under wrk."""
+"""The main measurement: check each variant really does its job, then rounds of paired wrk bursts beside bare."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from bench import wrk
-from bench.servers import LOAD_CPU, SERVER_CPU, AppServer, RedisCalls, Unavailable, app_server, cpu_jiffies, redis_calls
-from bench.variants import Variant
+from bench.servers import (
+    LOAD_CPU,
+    SERVER_CPU,
+    AppServer,
+    RedisCalls,
+    Unavailable,
+    app_server,
+    cpu_jiffies,
+    process_cpu_seconds,
+    redis_calls,
+)
+from bench.variants import BY_NAME, Variant
 from tests.servers import RedisServer
 
 PROBE_REQUESTS = 20
+# After a burst, the loaded server counts as drained once it used under 5 % of a CPU over 20 ms
+# and none of its threads is runnable.
+DRAIN_STEP = 0.02
+DRAIN_QUIET = 0.05
+DRAIN_TIMEOUT = 5.0
 Availability = Literal["ok", "partial", "n/a", "error"]
 
 
 @dataclass(frozen=True)
 class Options:
-    """How the main table is measured."""
+    """How the main table is measured.
 
-    duration: float = 10.0
-    warmup: float = 2.0
+    ``duration`` is the measured load each variant gets per round, split into bursts of ``burst``
+    seconds; bare gets as many bursts beside it, so a round loads each pair for twice ``duration``.
+    """
+
+    duration: float = 4.0
+    burst: int = 1
+    warmup: float = 1.0
     rounds: int = 5
     connections: int = 64
     threads: int = 1
     pin: bool = True
+
+    @property
+    def pairs(self) -> int:
+        """Adjacent (bare, variant) burst pairs per variant per round."""
+        return max(1, round(self.duration / self.burst))
 
 
 @dataclass(frozen=True)
@@ -39,15 +67,21 @@ class Status:
 
 
 @dataclass(frozen=True)
-class Measurement:
-    """One wrk run of one variant in one round."""
+class Burst:
+    """One short wrk run against one server of a pair while the other server sits unloaded."""
 
     variant: str
     round: int
     result: wrk.WrkResult
-    redis: RedisCalls
     server_cpu_s: float = 0.0
     other_cpu_share: float = 0.0
+    idle_cpu_share: float = 0.0
+    in_flight: int = 0
+
+    @property
+    def served(self) -> int:
+        """Requests the server handled: wrk's answered ones and the one each connection left in flight."""
+        return self.result.requests + self.in_flight
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -55,16 +89,58 @@ class Measurement:
         return self.server_cpu_s * 1e6 / self.result.requests if self.result.requests else 0.0
 
 
+@dataclass(frozen=True)
+class Pair:
+    """Two adjacent bursts, one on bare and one on the variant, a second or two apart."""
+
+    bare: Burst
+    variant: Burst
+    bare_first: bool
+
+    @property
+    def ratio(self) -> float:
+        """The variant's req/s over bare's."""
+        return self.variant.result.rps / self.bare.result.rps if self.bare.result.rps else 0.0
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Bare's server CPU µs per request over the variant's."""
+        variant_cpu = self.variant.cpu_us_per_request
+        return self.bare.cpu_us_per_request / variant_cpu if variant_cpu else 0.0
+
+    @property
+    def added_us(self) -> float:
+        """Wall-clock µs per request the variant adds: 1e6/variant req/s − 1e6/bare req/s."""
+        variant_rps, bare_rps = self.variant.result.rps, self.bare.result.rps
+        return 1e6 / variant_rps - 1e6 / bare_rps if variant_rps and bare_rps else 0.0
+
+
+@dataclass(frozen=True)
+class Session:
+    """One round of one variant: its server and a bare one side by side, loaded in alternating bursts."""
+
+    variant: str
+    round: int
+    pairs: list[Pair]
+    redis: RedisCalls
+
+
+Spread = tuple[float, float]
+
+
 @dataclass
 class Summary:
-    """A variant's row: medians over the rounds."""
+    """A variant's row: its own bursts' medians, and ratios from the pairs it ran in."""
 
     variant: Variant
     status: Status
-    measurements: list[Measurement] = field(default_factory=list)
+    bursts: list[Burst] = field(default_factory=list)
+    pairs: list[Pair] = field(default_factory=list)
+    redis: RedisCalls = RedisCalls(0, 0)
     failures: list[str] = field(default_factory=list)
     rps: float = 0.0
     ratio: float = 0.0
+    ratio_spread: Spread | None = None
     p50_us: float = 0.0
     p99_us: float = 0.0
     added_us: float = 0.0
@@ -73,10 +149,22 @@ class Summary:
     scripts_per_request: float = 0.0
     cpu_us: float = 0.0
     cpu_ratio: float = 0.0
+    cpu_ratio_spread: Spread | None = None
 
     @property
     def measured(self) -> bool:
-        return bool(self.measurements)
+        return bool(self.bursts)
+
+    def add(self, session: Session, *, as_bare: bool = False) -> None:
+        """Take a session's bursts: bare's side of it for the bare row, the variant's side and pairs otherwise."""
+        if as_bare:
+            self.bursts.extend(pair.bare for pair in session.pairs)
+            return
+        self.bursts.extend(pair.variant for pair in session.pairs)
+        self.pairs.extend(session.pairs)
+        self.redis = RedisCalls(
+            self.redis.commands + session.redis.commands, self.redis.scripts + session.redis.scripts
+        )
 
 
 def log(message: str) -> None:
@@ -132,86 +220,193 @@ def check(variant: Variant, redis: RedisServer) -> Status:
     return Status("n/a", "not built yet: " + "; ".join(missing))
 
 
-def measure(variant: Variant, redis: RedisServer, options: Options, round_no: int) -> Measurement:
-    """Fresh server, warm-up, then one measured wrk run pinned to the load CPU."""
-    redis.cli("FLUSHALL")
-    cpu = LOAD_CPU if options.pin else None
-    with app_server(variant, redis.url, pin_cpu=options.pin) as server:
-        url = server.url + "/items/1"
-        if options.warmup > 0:
-            wrk.run(url, duration=options.warmup, connections=options.connections, threads=options.threads, cpu=cpu)
-        before = redis_calls(redis)
-        cpu_before, cpu0_before = server.cpu_seconds(), cpu_jiffies(SERVER_CPU)
-        result = wrk.run(
-            url, duration=options.duration, connections=options.connections, threads=options.threads, cpu=cpu
+def server_cpu_seconds(pid: int) -> float:
+    """On-CPU seconds of every live thread of ``pid``, to the nanosecond (``schedstat``), else from ``stat``.
+
+    ``/proc/<pid>/stat`` counts in clock ticks (10 ms), too coarse for one-second bursts.
+    """
+    try:
+        return (
+            sum(int((task / "schedstat").read_text().split()[0]) for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
         )
-        cpu_after, cpu0_after = server.cpu_seconds(), cpu_jiffies(SERVER_CPU)
-        commands = redis_calls(redis) - before
-    server_cpu = cpu_after - cpu_before
+    except (OSError, ValueError, IndexError):
+        return process_cpu_seconds(pid)
+
+
+def _burst(loaded: AppServer, idle: AppServer, options: Options, round_no: int) -> Burst:
+    """One burst of wrk on ``loaded``; ``idle``'s CPU meanwhile shows whether work leaked across."""
+    cpu = LOAD_CPU if options.pin else None
+    server_before, idle_before = server_cpu_seconds(loaded.process.pid), server_cpu_seconds(idle.process.pid)
+    cpu0_before = cpu_jiffies(SERVER_CPU)
+    result = wrk.run(
+        loaded.url + "/items/1",
+        duration=options.burst,
+        connections=options.connections,
+        threads=options.threads,
+        cpu=cpu,
+    )
+    cpu0_after = cpu_jiffies(SERVER_CPU)
+    server_cpu = server_cpu_seconds(loaded.process.pid) - server_before
+    idle_cpu = server_cpu_seconds(idle.process.pid) - idle_before
     busy, total = cpu0_after[0] - cpu0_before[0], cpu0_after[1] - cpu0_before[1]
     tick = 1.0 / os.sysconf("SC_CLK_TCK")
-    others = max(0.0, (busy * tick - server_cpu) / (total * tick)) if total else 0.0
-    return Measurement(variant.name, round_no, result, commands, server_cpu, others)
+    others = max(0.0, (busy * tick - server_cpu - idle_cpu) / (total * tick)) if total else 0.0
+    idle_share = idle_cpu / (total * tick) if total else 0.0
+    drain(loaded.process.pid)
+    in_flight = max(options.connections, options.threads)
+    return Burst(loaded.variant.name, round_no, result, server_cpu, others, idle_share, in_flight)
+
+
+def _runnable(pid: int) -> bool:
+    """Whether any thread of ``pid`` is running or waiting for a CPU (state R in /proc)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R":
+                return True
+        except (OSError, IndexError):
+            continue
+    return False
+
+
+def drain(pid: int, *, step: float = DRAIN_STEP, timeout: float = DRAIN_TIMEOUT) -> float:
+    """Wait until process ``pid`` has stopped working: no thread runnable and almost no CPU used over a step.
+
+    When wrk stops, each of its connections leaves one request in flight, which the server still
+    serves: for a slow variant that is a good part of a second of CPU, and it must not run during the
+    other server's next burst. Returns the seconds waited.
+    """
+    start = time.monotonic()
+    used = server_cpu_seconds(pid)
+    while time.monotonic() - start < timeout:
+        time.sleep(step)
+        now = server_cpu_seconds(pid)
+        if now - used < DRAIN_QUIET * step and not _runnable(pid):
+            break
+        used = now
+    return time.monotonic() - start
+
+
+def pair_order(pair_no: int, round_no: int) -> bool:
+    """Whether bare goes first in a pair: alternating pair by pair, and the first pair alternates by round."""
+    return (pair_no + round_no) % 2 == 0
+
+
+def measure(variant: Variant, redis: RedisServer, options: Options, round_no: int) -> Session:
+    """Fresh servers of ``variant`` and bare side by side, both warmed up, then ``options.pairs`` pairs of bursts.
+
+    Both servers are pinned to the server CPU; only one is loaded at a time. Within each pair the
+    order alternates (bare, variant / variant, bare / ...), so a linear drift of the machine's speed
+    favours neither side and anything slower than a pair cancels in the pair's ratio.
+    """
+    redis.cli("FLUSHALL")
+    cpu = LOAD_CPU if options.pin else None
+    with contextlib.ExitStack() as stack:
+        bare = stack.enter_context(app_server(BY_NAME["bare"], redis.url, pin_cpu=options.pin))
+        server = stack.enter_context(app_server(variant, redis.url, pin_cpu=options.pin))
+        if options.warmup > 0:
+            for warm in (bare, server):
+                wrk.run(
+                    warm.url + "/items/1",
+                    duration=options.warmup,
+                    connections=options.connections,
+                    threads=options.threads,
+                    cpu=cpu,
+                )
+                drain(warm.process.pid)
+        before = redis_calls(redis)
+        pairs = []
+        for pair_no in range(options.pairs):
+            bare_first = pair_order(pair_no, round_no)
+            if bare_first:
+                bare_burst = _burst(bare, server, options, round_no)
+                variant_burst = _burst(server, bare, options, round_no)
+            else:
+                variant_burst = _burst(server, bare, options, round_no)
+                bare_burst = _burst(bare, server, options, round_no)
+            pairs.append(Pair(bare_burst, variant_burst, bare_first))
+        commands = redis_calls(redis) - before
+    return Session(variant.name, round_no, pairs, commands)
 
 
 def rotation(variants: list[Variant], round_no: int) -> list[Variant]:
     """Round ``round_no``'s order: the list rotated by the round number."""
+    if not variants:
+        return []
     shift = round_no % len(variants)
     return variants[shift:] + variants[:shift]
 
 
 def run(variants: list[Variant], redis: RedisServer, options: Options) -> list[Summary]:
-    """Check every variant, then measure the available ones in ``options.rounds`` interleaved rounds."""
+    """Check every variant, then measure each available one beside bare in ``options.rounds`` rounds.
+
+    Bare's row gathers bare's bursts from every session; a failed bare check measures nothing.
+    """
     summaries = {}
     for variant in variants:
         status = check(variant, redis)
         log(f"check {variant.name}: {status.availability} {status.reason}".rstrip())
         summaries[variant.name] = Summary(variant, status)
-    active = [v for v in variants if summaries[v.name].status.availability in ("ok", "partial")]
+    bare_row = summaries.get("bare")
+    if bare_row is None or bare_row.status.availability != "ok":
+        log("bare is not available: nothing to pair with")
+        result = list(summaries.values())
+        summarize(result)
+        return result
+    active = [v for v in variants if v.name != "bare" and summaries[v.name].status.availability in ("ok", "partial")]
     for round_no in range(options.rounds):
         for variant in rotation(active, round_no):
+            where = f"round {round_no + 1}/{options.rounds} {variant.name}"
+            started = time.monotonic()
             try:
-                m = measure(variant, redis, options, round_no)
+                session = measure(variant, redis, options, round_no)
             except (RuntimeError, OSError, Unavailable, subprocess.SubprocessError) as exc:
-                # One failed run (a crash, a timeout on a loaded machine) must not lose the others.
-                log(f"round {round_no + 1}/{options.rounds} {variant.name} failed: {exc}")
+                # One failed session (a crash, a timeout on a loaded machine) must not lose the others.
+                log(f"{where} failed: {exc}")
                 summaries[variant.name].failures.append(f"round {round_no + 1}: {exc}")
                 continue
-            log(f"round {round_no + 1}/{options.rounds} {variant.name}: {m.result.rps:,.0f} req/s")
-            summaries[variant.name].measurements.append(m)
+            ratios = " ".join(f"{pair.ratio:.3f}" for pair in session.pairs)
+            log(f"{where}: pair ratios {ratios} ({time.monotonic() - started:.1f} s)")
+            summaries[variant.name].add(session)
+            bare_row.add(session, as_bare=True)
     result = list(summaries.values())
     summarize(result)
     return result
 
 
+def spread(values: list[float]) -> Spread:
+    """Interquartile range (25th to 75th percentile, inclusive method); one value is its own range."""
+    if len(values) < 2:
+        return (values[0], values[0]) if values else (0.0, 0.0)
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return (q1, q3)
+
+
 def summarize(summaries: list[Summary]) -> None:
-    """Fill in each row's medians; ratios are taken per round against that round's bare run."""
-    bare_runs = [m for s in summaries if s.variant.name == "bare" for m in s.measurements]
-    bare_by_round = {m.round: m.result.rps for m in bare_runs}
-    bare_cpu_by_round = {m.round: m.cpu_us_per_request for m in bare_runs}
+    """Fill in each row: medians of its own bursts; ratios as medians of its pairs' ratios.
+
+    The median of adjacent pairs' ratios, not the ratio of summed requests: a burst that other work
+    on the machine slowed down moves one pair's ratio, which the median then ignores, while in a
+    ratio of sums it would shift the result by its whole share of the requests.
+    """
     for s in summaries:
         if not s.measured:
             continue
-        s.rps = statistics.median(m.result.rps for m in s.measurements)
-        ratios = [m.result.rps / bare_by_round[m.round] for m in s.measurements if bare_by_round.get(m.round)]
-        s.ratio = statistics.median(ratios) if ratios else 0.0
-        s.p50_us = statistics.median(m.result.p50_us for m in s.measurements)
-        s.p99_us = statistics.median(m.result.p99_us for m in s.measurements)
-        added = [
-            1e6 / m.result.rps - 1e6 / bare_by_round[m.round]
-            for m in s.measurements
-            if m.result.rps and bare_by_round.get(m.round)
-        ]
-        s.added_us = statistics.median(added) if added else 0.0
-        s.errors = sum(m.result.errors for m in s.measurements)
-        requests = sum(m.result.requests for m in s.measurements)
+        s.rps = statistics.median(b.result.rps for b in s.bursts)
+        s.p50_us = statistics.median(b.result.p50_us for b in s.bursts)
+        s.p99_us = statistics.median(b.result.p99_us for b in s.bursts)
+        s.cpu_us = statistics.median(b.cpu_us_per_request for b in s.bursts)
+        s.errors = sum(b.result.errors for b in s.bursts)
+        requests = sum(b.served for b in s.bursts)
         if requests:
-            s.redis_per_request = sum(m.redis.commands for m in s.measurements) / requests
-            s.scripts_per_request = sum(m.redis.scripts for m in s.measurements) / requests
-        s.cpu_us = statistics.median(m.cpu_us_per_request for m in s.measurements)
-        cpu_ratios = [
-            bare_cpu_by_round[m.round] / m.cpu_us_per_request
-            for m in s.measurements
-            if bare_cpu_by_round.get(m.round) and m.cpu_us_per_request
-        ]
-        s.cpu_ratio = statistics.median(cpu_ratios) if cpu_ratios else 0.0
+            s.redis_per_request = s.redis.commands / requests
+            s.scripts_per_request = s.redis.scripts / requests
+        if s.variant.name == "bare":
+            s.ratio, s.cpu_ratio, s.added_us = 1.0, 1.0, 0.0
+            continue
+        ratios = [p.ratio for p in s.pairs if p.ratio]
+        cpu_ratios = [p.cpu_ratio for p in s.pairs if p.cpu_ratio]
+        if ratios:
+            s.ratio, s.ratio_spread = statistics.median(ratios), spread(ratios)
+            s.added_us = statistics.median(p.added_us for p in s.pairs if p.ratio)
+        if cpu_ratios:
+            s.cpu_ratio, s.cpu_ratio_spread = statistics.median(cpu_ratios), spread(cpu_ratios)

@@ -1,4 +1,4 @@
-"""The harness end to end, for one very short round: it runs, and the results file is well-formed."""
+"""The harness end to end, for one very short round of two burst pairs: it runs, and the results file is well-formed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 def run_bench(output: Path, *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--duration", "1", "--warmup", "0", "--rounds", "1", "--output", str(output)]
+        [sys.executable, "-m", "bench", "--duration", "2", "--burst", "1", "--warmup", "0", "--rounds", "1"]
+        + ["--extras-duration", "1", "--extras-warmup", "0", "--output", str(output)]
         + ([] if "--instructions" in args else ["--instructions", "0"])
         + list(args),
         cwd=ROOT,
@@ -47,17 +48,21 @@ class TestMainTable:
         text = run_bench(tmp_path / "RESULTS.md", "--variants", "peer-stack,opskit-all", "--no-extras")
         assert text.startswith("# Benchmark results")
         assert "## Machine and versions" in text and "## Method" in text
+        assert "2 pairs of 1 s bursts" in text
         rows = table(text, "## All variants")
         assert [row[0] for row in rows] == ["bare", "peer-stack", "opskit-all"]
-        assert all(len(row) == 11 for row in rows)
-        assert rows[0][3] == "1.00"
+        assert all(len(row) == 12 for row in rows)
+        assert rows[0][3] == "1.00" and rows[0][4] == "–"
         for row in rows[:2]:
-            assert number(row[2]) > 0 and number(row[3]) > 0 and number(row[5]) >= number(row[4]) > 0
-            assert number(row[7]) > 0 and number(row[8]) > 0
-            assert row[10].startswith("ok"), row[10]
+            assert number(row[2]) > 0 and number(row[3]) > 0 and number(row[6]) >= number(row[5]) > 0
+            assert number(row[8]) > 0 and number(row[9]) > 0
+            assert row[11].startswith("ok"), row[11]
+        # The peer stack's ratio lies within its IQR of the two pairs' ratios.
+        low, high = (number(cell) for cell in rows[1][4].split("–"))
+        assert 0 < low <= number(rows[1][3]) <= high
         # The peer stack's limiter ran (at least) one Redis script per request.
-        assert number(rows[1][9].split()[0]) >= 0.95
-        assert rows[2][10].startswith(("ok", "partial (measured without", "n/a (not built yet"))
+        assert number(rows[1][10].split()[0]) >= 0.95
+        assert rows[2][11].startswith(("ok", "partial (measured without", "n/a (not built yet"))
 
     def test_targets_table_lists_every_target(self, tmp_path: Path) -> None:
         """The targets table has the six ratio targets, each with a verdict cell."""
@@ -72,6 +77,7 @@ class TestMainTable:
             "everything on",
         ]
         assert rows[0][6].startswith("peer-correlation-id ")
+        assert all(row[3].startswith(("**pass**", "**miss**", "**within noise**", "n/a", "not run")) for row in rows)
         assert all(row[3] for row in rows)
 
     def test_unknown_variant_is_refused(self, tmp_path: Path) -> None:
