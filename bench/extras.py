@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import wrk
-from bench.runner import Options, Status, Summary, log
+from bench.runner import Options, Status, Summary, log, tree_cpu_seconds
 from bench.servers import LOAD_CPU, SERVER_CPU, app_server, private_redis, redis_benchmark_evalsha
 from bench.variants import BY_NAME
 from tests.servers import RedisServer
@@ -53,14 +53,27 @@ class Scaling:
     status: Status
     rps: dict[int, list[float]] = field(default_factory=dict)
     ratios: list[float] = field(default_factory=list)
+    #: CPU cores the server (gunicorn and its workers) kept busy during each measured run.
+    cores: dict[int, list[float]] = field(default_factory=dict)
+    #: Per round: requests per server CPU-second with 2 workers over the same with 1.
+    efficiencies: list[float] = field(default_factory=list)
 
     def median_rps(self, workers: int) -> float:
         values = self.rps.get(workers, [])
         return statistics.median(values) if values else 0.0
 
+    def median_cores(self, workers: int) -> float:
+        values = self.cores.get(workers, [])
+        return statistics.median(values) if values else 0.0
+
     @property
     def ratio(self) -> float:
         return statistics.median(self.ratios) if self.ratios else 0.0
+
+    @property
+    def efficiency(self) -> float:
+        """How much of the second worker's CPU turned into requests: 1.0 is linear scaling per core."""
+        return statistics.median(self.efficiencies) if self.efficiencies else 0.0
 
 
 @dataclass
@@ -104,19 +117,27 @@ def gunicorn_scaling(redis: RedisServer, options: Options, statuses: dict[str, S
             continue
         for round_no in range(options.rounds):
             per_round: dict[int, float] = {}
+            per_cpu_second: dict[int, float] = {}
             for workers in (1, 2) if round_no % 2 == 0 else (2, 1):
                 redis.cli("FLUSHALL")
                 with app_server(BY_NAME[name], redis.url, workers=workers) as server:
                     url = server.url + "/items/1"
                     if options.warmup > 0:
                         wrk.run(url, duration=options.warmup, connections=options.connections, threads=options.threads)
+                    cpu_before, started = tree_cpu_seconds(server.process.pid), time.monotonic()
                     result = wrk.run(
                         url, duration=options.duration, connections=options.connections, threads=options.threads
                     )
+                    cpu = tree_cpu_seconds(server.process.pid) - cpu_before
+                    elapsed = time.monotonic() - started
                 per_round[workers] = result.rps
+                per_cpu_second[workers] = result.requests / cpu if cpu > 0 else 0.0
                 scaling.rps.setdefault(workers, []).append(result.rps)
-                log(f"scaling {name} {workers} worker(s): {result.rps:,.0f} req/s")
+                scaling.cores.setdefault(workers, []).append(cpu / elapsed if elapsed > 0 else 0.0)
+                log(f"scaling {name} {workers} worker(s): {result.rps:,.0f} req/s, {cpu / elapsed:.2f} cores busy")
             scaling.ratios.append(per_round[2] / per_round[1] if per_round[1] else 0.0)
+            if per_cpu_second[1]:
+                scaling.efficiencies.append(per_cpu_second[2] / per_cpu_second[1])
     return results
 
 

@@ -233,6 +233,20 @@ def server_cpu_seconds(pid: int) -> float:
         return process_cpu_seconds(pid)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """:func:`server_cpu_seconds` of ``pid`` and every live process under it (gunicorn and its workers)."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += server_cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (OSError, ValueError):  # a process that exited meanwhile
+            continue
+    return total
+
+
 def _burst(loaded: AppServer, idle: AppServer, options: Options, round_no: int) -> Burst:
     """One burst of wrk on ``loaded``; ``idle``'s CPU meanwhile shows whether work leaked across."""
     cpu = LOAD_CPU if options.pin else None

@@ -104,6 +104,9 @@ class TestExtras:
         assert [row[0] for row in scaling] == ["bare"]
         assert number(scaling[0][1]) > 0 and number(scaling[0][2]) > 0 and number(scaling[0][3]) > 0
         assert scaling[0][4] == "1.00"
+        one, two = (number(cores) for cores in scaling[0][5].split(" / "))
+        assert 0.2 < one < 1.5 and 0.2 < two < 2.5  # busy cores of the worker processes, not of gunicorn alone
+        assert number(scaling[0][6]) > 0
         scrape = table(text, "## `/metrics` scrape time")
         assert [row[0] for row in scrape] == ["peer-instrumentator"]
         assert number(scrape[0][1]) > 0 and number(scrape[0][4]) > 0
