@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import redis.asyncio
 from fastapi import BackgroundTasks, FastAPI
-from opentelemetry import trace
+from opentelemetry import baggage, trace
 
 import opskit
 import opskit.tracing
@@ -54,6 +54,15 @@ def create(**overrides: Any) -> FastAPI:
         finally:
             await connection.aclose()
         return {"status": status}
+
+    @app.get("/baggage")
+    async def baggage_members() -> dict[str, object]:
+        return dict(baggage.get_all())
+
+    @app.get("/call")
+    async def call(port: int) -> dict[str, int]:
+        async with httpx.AsyncClient() as client:
+            return {"status": (await client.get(f"http://127.0.0.1:{port}/echo")).status_code}
 
     @app.get("/boom")
     async def boom() -> None:

@@ -67,6 +67,7 @@ class OtlpReceiver:
     def __init__(self, status: int = 200, hang: bool = False) -> None:
         self.port = free_port()
         self.requests: list[dict[str, str]] = []
+        self.gets: list[dict[str, str]] = []  # lower-cased headers of each GET (outgoing calls of the app)
         self.attempts = 0
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
@@ -97,6 +98,13 @@ class OtlpReceiver:
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            def do_GET(self) -> None:
+                with receiver._lock:
+                    receiver.gets.append({k.lower(): v for k, v in self.headers.items()})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
