@@ -97,7 +97,19 @@ class TracingComponent(Component):
         except Exception:
             self._failed("starting a span")
 
-    def _start(self, ex: Exchange) -> None:
+    def websocket_started(self, ex: Exchange) -> None:
+        """A websocket connection gets a server span too, current in the handler, as long as the connection."""
+        try:
+            self._start(ex, "GET")  # the upgrade request is a GET
+        except Exception:
+            self._failed("starting a span")
+
+    def websocket_closed(self, ex: Exchange) -> None:
+        """Name the span after the route, record 101 (accepted) or 403 (refused), end it, restore the context."""
+        self.request_finished(ex)
+        self.request_closed(ex)
+
+    def _start(self, ex: Exchange, method: str | None = None) -> None:
         path: str = ex.path
         if path in self._excluded or (self._excluded_match is not None and self._excluded_match(path)):
             return
@@ -123,7 +135,7 @@ class TracingComponent(Component):
         base = extract_baggage(baggage, _EMPTY) if baggage and self._baggage else _EMPTY
         parent_context = trace.set_span_in_context(NonRecordingSpan(parent), base) if parent else base
 
-        method: str = ex.method
+        method = method or ex.method
         attributes: dict[str, Any] = {}
         if method in KNOWN_METHODS:
             attributes["http.request.method"] = method

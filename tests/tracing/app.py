@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import redis.asyncio
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import BackgroundTasks, FastAPI, WebSocket
 from opentelemetry import baggage, trace
 
 import opskit
@@ -63,6 +63,17 @@ def create(**overrides: Any) -> FastAPI:
     async def call(port: int) -> dict[str, int]:
         async with httpx.AsyncClient() as client:
             return {"status": (await client.get(f"http://127.0.0.1:{port}/echo")).status_code}
+
+    @app.websocket("/ws/{room}")
+    async def chat(websocket: WebSocket, room: str) -> None:
+        if room == "closed":
+            await websocket.close()  # refused before the handshake completes: 403
+            return
+        await websocket.accept()
+        context = trace.get_current_span().get_span_context()
+        await websocket.send_json({"room": room, "trace_id": f"{context.trace_id:032x}"})
+        await websocket.receive_text()
+        await websocket.close()
 
     @app.get("/boom")
     async def boom() -> None:
