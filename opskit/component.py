@@ -43,6 +43,13 @@ class Component:
         The place to reset ContextVars set in :meth:`request_started`. Runs in reverse order.
         """
 
+    def websocket_started(self, ex: Exchange) -> None:
+        """A websocket connection arrived, before the app is called. ``ex.route`` is not known yet.
+
+        Its end is ``websocket_closed(ex)`` (when implemented): status 101 (accepted) or 403
+        (refused), ``ex.route`` and ``ex.end`` set, in the middleware's own context, in reverse order.
+        """
+
     async def startup(self) -> None:
         """ASGI lifespan startup."""
 

@@ -77,7 +77,8 @@ class OpskitMiddleware:
         # Unwound like a middleware stack: the last component to start is the first to finish.
         self._on_finish = hooks("request_finished")[::-1]
         self._on_close = hooks("request_closed")[::-1]
-        self._ws_closed = tuple(c.websocket_closed for c in self.components if hasattr(c, "websocket_closed"))
+        self._ws_started = hooks("websocket_started")
+        self._ws_closed = tuple(c.websocket_closed for c in self.components if hasattr(c, "websocket_closed"))[::-1]
         # With no per-request hook to feed, a request needs no Exchange and a much lighter send wrapper.
         self._lean = not (self._on_start or self._gates or self._on_response or self._on_finish or self._on_close)
 
@@ -248,6 +249,8 @@ class OpskitMiddleware:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(scope, self.proxies)
         token = self._assign_request_id(ex) if self._rid_header else None
+        for hook in self._ws_started:
+            hook(ex)
         extra = ex.response_headers
 
         async def send_wrapper(message: Message) -> None:

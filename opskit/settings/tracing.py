@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from importlib.metadata import entry_points
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +27,11 @@ TraceResponseHeader = Literal["none", "traceresponse", "server-timing"]
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 
 _KEY = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~/:@]{1,255}")
+_PROPAGATOR_NAME = re.compile(r"[a-z0-9_.\-]{1,64}")
+DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
+# Parsed by opskit itself; any other name is an installed OpenTelemetry propagator (entry point).
+W3C_PROPAGATORS = frozenset(DEFAULT_PROPAGATORS)
+PROPAGATOR_GROUP = "opentelemetry_propagator"
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -133,6 +139,13 @@ class TracingSettings(SettingsSection):
         description="Comma-separated regular expressions; a request whose path matches one gets no span. "
         "The health, readiness and metrics paths never get one.",
     )
+    propagators: StrTuple = Field(
+        DEFAULT_PROPAGATORS,
+        validation_alias=env("OTEL_PROPAGATORS", "propagators"),
+        description="Trace context formats read from requests and written to outgoing calls, in order (a later "
+        "one wins): `tracecontext`, `baggage`, `b3` (one `b3` header), `b3multi` (`X-B3-*` headers), any other "
+        "installed OpenTelemetry propagator, or `none`. `b3`/`b3multi` need `pip install 'opskit[b3]'`.",
+    )
     tracing_response_header: TraceResponseHeader = Field(
         "none",
         description="Quote the trace to the client: `traceresponse` (W3C draft header), `server-timing` "
@@ -200,10 +213,29 @@ class TracingSettings(SettingsSection):
             raise ValueError("expected a sampling ratio between 0 and 1")
         return value
 
-    @field_validator("tracing_excluded_urls", mode="before")
+    @field_validator("tracing_excluded_urls", "propagators", mode="before")
     @classmethod
     def _tracing_split(cls, value: object) -> object:
         return split_list(value)
+
+    @field_validator("propagators")
+    @classmethod
+    def _tracing_propagators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(name.lower() for name in value)
+        if not names:
+            return DEFAULT_PROPAGATORS
+        if "none" in names:
+            return ("none",)  # as the OpenTelemetry SDK reads it: none anywhere switches propagation off
+        for name in names:
+            if name in W3C_PROPAGATORS:
+                continue
+            if not _PROPAGATOR_NAME.fullmatch(name) or not entry_points(group=PROPAGATOR_GROUP, name=name):
+                hint = " (pip install 'opskit[b3]')" if name in ("b3", "b3multi") else ""
+                raise ValueError(
+                    f"{name[:64]!r} is not an installed propagator{hint}; "
+                    "expected tracecontext, baggage, b3, b3multi, none or another installed one"
+                )
+        return tuple(dict.fromkeys(names))
 
     @field_validator("tracing_excluded_urls")
     @classmethod

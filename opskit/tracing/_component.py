@@ -1,6 +1,6 @@
 """The tracing component: one SERVER span per HTTP request, current while the app runs.
 
-request_started extracts the W3C context from the headers, asks the sampler, starts a
+request_started extracts the remote context from the headers (``OTEL_PROPAGATORS``), asks the sampler, starts a
 :class:`ServerSpan` and makes it current, so log lines and user code (BackgroundTasks included) see
 it; response_started may quote the trace in a response header; request_finished names the span
 after the route and sets the status; request_closed (the app returned, so an exception that
@@ -22,10 +22,11 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from opskit.component import Component
+from opskit.settings.tracing import W3C_PROPAGATORS
 
 from . import _lifecycle
 from ._pipeline import SCOPE
-from ._propagation import extract_baggage, parse_traceparent
+from ._propagation import ForeignExtractor, extract_baggage, parse_traceparent
 from ._span import ServerSpan
 
 if TYPE_CHECKING:
@@ -73,6 +74,12 @@ class TracingComponent(Component):
         self._response_header = settings.tracing_response_header
         self._always_on = settings.traces_sampler in ("always_on", "parentbased_always_on")
         self._parent_based = settings.traces_sampler.startswith("parentbased_")
+        propagators = settings.propagators
+        self._tracecontext = "tracecontext" in propagators
+        self._baggage = "baggage" in propagators
+        # None unless a non-W3C propagator (b3...) is configured: the default path never pays for it.
+        foreign = [name for name in propagators if name not in W3C_PROPAGATORS and name != "none"]
+        self._foreign = ForeignExtractor(propagators) if foreign else None
         self._last_error = 0.0
         _lifecycle.configure(settings)
 
@@ -90,7 +97,19 @@ class TracingComponent(Component):
         except Exception:
             self._failed("starting a span")
 
-    def _start(self, ex: Exchange) -> None:
+    def websocket_started(self, ex: Exchange) -> None:
+        """A websocket connection gets a server span too, current in the handler, as long as the connection."""
+        try:
+            self._start(ex, "GET")  # the upgrade request is a GET
+        except Exception:
+            self._failed("starting a span")
+
+    def websocket_closed(self, ex: Exchange) -> None:
+        """Name the span after the route, record 101 (accepted) or 403 (refused), end it, restore the context."""
+        self.request_finished(ex)
+        self.request_closed(ex)
+
+    def _start(self, ex: Exchange, method: str | None = None) -> None:
         path: str = ex.path
         if path in self._excluded or (self._excluded_match is not None and self._excluded_match(path)):
             return
@@ -110,11 +129,13 @@ class TracingComponent(Component):
                 user_agent = value
             elif name == b"host":
                 host = value
-        parent = parse_traceparent(traceparent, tracestate) if traceparent else None
-        base = extract_baggage(baggage, _EMPTY) if baggage else _EMPTY
+        parent = parse_traceparent(traceparent, tracestate) if traceparent and self._tracecontext else None
+        if self._foreign is not None:
+            parent = self._foreign.extract(scope["headers"], parent)
+        base = extract_baggage(baggage, _EMPTY) if baggage and self._baggage else _EMPTY
         parent_context = trace.set_span_in_context(NonRecordingSpan(parent), base) if parent else base
 
-        method: str = ex.method
+        method = method or ex.method
         attributes: dict[str, Any] = {}
         if method in KNOWN_METHODS:
             attributes["http.request.method"] = method

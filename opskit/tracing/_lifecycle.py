@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 from ._outbound import instrument_outbound
 from ._pipeline import Pipeline, build_pipeline
+from ._propagation import build_propagator
 
 if TYPE_CHECKING:
     from opskit.settings import Settings
@@ -58,6 +59,11 @@ def start(settings: Settings | None = None) -> Pipeline | None:
         if not _global_provider_set:
             # Spans user code starts with trace.get_tracer() go through the same pipeline.
             trace.set_tracer_provider(built.provider)
+            # Outgoing calls (httpx, redis, user code's inject()) write the formats OTEL_PROPAGATORS names.
+            # (Imported here: importing opentelemetry.propagate reads OTEL_PROPAGATORS on its own.)
+            from opentelemetry import propagate
+
+            propagate.set_global_textmap(build_propagator(settings.propagators))
             _global_provider_set = True
             if settings.tracing_outbound:
                 instrument_outbound(built.provider)

@@ -19,6 +19,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from ._export_metrics import failure_reason
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -199,8 +201,12 @@ class RequestSpanExporter(OTLPSpanExporter):
     def __init__(self, *, scope: InstrumentationScope, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._encoder = RequestSpanEncoder(scope)
+        # Why the last batch failed, for the export counters (read on the same export thread).
+        self.last_failure: str | None = None
+        self.last_failure_detail: str | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.last_failure = self.last_failure_detail = None
         client = getattr(self, "_client", None)
         if client is None or getattr(self, "_shutdown", True):
             return super().export(spans)
@@ -210,4 +216,11 @@ class RequestSpanExporter(OTLPSpanExporter):
             log.warning("tracing: direct span encoding failed; using the SDK encoder", exc_info=True)
             return super().export(spans)
         result = client.export(data)
-        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+        if result.success:
+            return SpanExportResult.SUCCESS
+        self.last_failure = failure_reason(result.status_code, result.error)
+        if result.status_code is not None:
+            self.last_failure_detail = f"HTTP {result.status_code}"
+        elif result.error is not None:
+            self.last_failure_detail = type(result.error).__name__
+        return SpanExportResult.FAILURE

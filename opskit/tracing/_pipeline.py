@@ -27,6 +27,8 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 from opskit.settings import ConfigError
 from opskit.settings.tracing import parse_key_values
 
+from ._export_metrics import CountingExporter, TraceMetrics, count_drops, default_metrics, hold_back_sdk_export_lines
+
 if TYPE_CHECKING:
     from opskit.settings import Settings
 
@@ -149,17 +151,25 @@ class Pipeline:
         self.provider.shutdown()
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
-    """Create the provider, its batch processor and exporter (this starts the export thread)."""
+def build_pipeline(settings: Settings, metrics: TraceMetrics | None = None) -> Pipeline:
+    """Create the provider, its batch processor and exporter (this starts the export thread).
+
+    Exported spans, failed exports and dropped spans are counted in ``metrics`` (by default the
+    process registry's ``opskit_trace_*`` counters).
+    """
+    metrics = metrics if metrics is not None else default_metrics()
+    metrics.create_series()
+    hold_back_sdk_export_lines()
     resource = build_resource(settings)
     sampler = build_sampler(settings)
     processor = BatchSpanProcessor(
-        build_exporter(settings),
+        CountingExporter(build_exporter(settings), metrics),
         max_queue_size=settings.bsp_max_queue_size,
         schedule_delay_millis=settings.bsp_schedule_delay_ms,
         max_export_batch_size=min(settings.bsp_max_export_batch_size, settings.bsp_max_queue_size),
         export_timeout_millis=settings.bsp_export_timeout_ms,
     )
+    count_drops(processor, metrics)
     provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(processor)
     return Pipeline(provider=provider, processor=processor, sampler=sampler, resource=resource)

@@ -1,4 +1,8 @@
-"""W3C trace context and baggage read from untrusted request headers.
+"""Trace context read from untrusted request headers, and the propagators ``OTEL_PROPAGATORS`` names.
+
+W3C trace context and baggage (the default) are parsed here, on the hot path. Any other propagator
+(``b3``, ``b3multi``, or another installed one) goes through the OpenTelemetry propagator API, given
+only the headers it reads, each bounded in length and made of visible ASCII.
 
 Every check is strict and silent: a header that is too long, not lowercase hex, has an all-zero
 id, or contains anything else (newlines, spaces) is ignored and the request starts a fresh trace.
@@ -9,11 +13,17 @@ flood or split log lines.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
+from importlib.metadata import entry_points
 from urllib.parse import unquote
 
-from opentelemetry import baggage
+from opentelemetry import baggage, trace
 from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+from opskit.settings.tracing import PROPAGATOR_GROUP, W3C_PROPAGATORS
 
 TRACEPARENT_MAX = 128  # version 00 is 55 bytes; later versions may append fields
 TRACESTATE_MAX = 1024
@@ -21,7 +31,12 @@ TRACESTATE_MEMBERS = 32
 BAGGAGE_MAX = 8192
 BAGGAGE_MEMBERS = 64
 
+FOREIGN_HEADER_MAX = 256  # a b3 header is at most 68 bytes; other formats' trace headers are as short
+B3_HEADERS = frozenset({"b3", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "x-b3-flags"})
+
 _HEX = b"0123456789abcdef"
+_VISIBLE_ASCII = bytes(range(0x21, 0x7F))
+_EMPTY = Context()
 _TRACESTATE_MEMBER = re.compile(
     r"([a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
     r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])"
@@ -98,3 +113,72 @@ def extract_baggage(value: bytes, context: Context) -> Context:
             if decoded.isprintable():
                 context = baggage.set_baggage(key, decoded, context)
     return context
+
+
+def load_propagator(name: str) -> TextMapPropagator:
+    """The installed OpenTelemetry propagator registered as ``name`` (settings checked it exists)."""
+    [entry_point] = entry_points(group=PROPAGATOR_GROUP, name=name)
+    propagator: TextMapPropagator = entry_point.load()()
+    return propagator
+
+
+def build_propagator(names: Sequence[str]) -> TextMapPropagator:
+    """The composite propagator for outgoing calls: the ``OTEL_PROPAGATORS`` list, nothing for ``none``."""
+    if "none" in names:
+        return CompositePropagator([])
+    return CompositePropagator([load_propagator(name) for name in names])
+
+
+def _visible(value: bytes) -> str | None:
+    """``value`` as text when it is short and visible ASCII only (no space, control or non-ASCII byte)."""
+    if len(value) > FOREIGN_HEADER_MAX or value.translate(None, _VISIBLE_ASCII):
+        return None
+    return value.decode("ascii")
+
+
+class ForeignExtractor:
+    """Extracts the remote parent through the non-W3C propagators of ``OTEL_PROPAGATORS``, in order.
+
+    Built only when such a propagator is configured; the W3C fast path never calls it. Each
+    propagator sees a carrier of the headers it reads that passed :func:`_visible`; an exception
+    from one counts as no context. As in the OpenTelemetry composite propagator, a later
+    propagator's valid context wins over an earlier one's.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._steps: list[str | TextMapPropagator] = []
+        fields: set[str] = set()
+        for name in names:
+            if name in W3C_PROPAGATORS:
+                self._steps.append(name)
+                continue
+            propagator = load_propagator(name)
+            self._steps.append(propagator)
+            # The b3 propagators each read both the single and the multi-header form.
+            fields |= B3_HEADERS if name in ("b3", "b3multi") else {field.lower() for field in propagator.fields}
+        self.fields = frozenset(field.encode("latin-1") for field in fields)
+
+    def extract(self, headers: Iterable[tuple[bytes, bytes]], w3c_parent: SpanContext | None) -> SpanContext | None:
+        """The remote parent: the last valid one in propagator order (``w3c_parent`` stands for tracecontext)."""
+        carrier: dict[str, str] = {}
+        fields = self.fields
+        for name, value in headers:
+            if name in fields:
+                text = _visible(value)
+                if text is not None:
+                    carrier[name.decode("latin-1")] = text
+        parent: SpanContext | None = None
+        for step in self._steps:
+            if isinstance(step, str):
+                if step == "tracecontext" and w3c_parent is not None:
+                    parent = w3c_parent
+                continue
+            if not carrier:
+                continue
+            try:
+                context = trace.get_current_span(step.extract(carrier, _EMPTY)).get_span_context()
+            except Exception:  # hostile input must never fail the request
+                continue
+            if context.is_valid:
+                parent = context
+        return parent

@@ -27,13 +27,14 @@ from tests.grafana.dashboards import (
     rule_queries,
     variable_queries,
 )
-from tests.prometheus.exported_metrics import KUBERNETES_ONLY
+from tests.prometheus.exported_metrics import KUBERNETES_ONLY, TRACE_EXPORT
 from tests.prometheus.server import PrometheusServer, prometheus_server
 from tests.servers import ROOT, Background, RedisServer, free_port, wait_for_port
 
 TARGET_LABELS = {"namespace": "demo", "service": "opskit-demo", "pod": "demo-0"}
-# Series the demo cannot produce here: the cluster's exporters, and limiter errors while Redis is healthy.
-NO_DATA_HERE = {*KUBERNETES_ONLY, "opskit_ratelimit_backend_errors_total"}
+# Series the demo cannot produce here: the cluster's exporters, limiter errors while Redis is healthy, and
+# trace export counters (the demo exports no spans).
+NO_DATA_HERE = {*KUBERNETES_ONLY, "opskit_ratelimit_backend_errors_total", *TRACE_EXPORT}
 
 pytestmark = [
     pytest.mark.slow,

@@ -45,6 +45,9 @@ EXPORTED = (
     Metric("opskit_ratelimit_decisions_total", "counter", ("policy", "decision")),
     Metric("opskit_ratelimit_backend_duration_seconds", "histogram", ()),
     Metric("opskit_ratelimit_backend_errors_total", "counter", ("reason",)),
+    Metric("opskit_trace_spans_exported_total", "counter", ()),
+    Metric("opskit_trace_export_failures_total", "counter", ("reason",)),
+    Metric("opskit_trace_spans_dropped_total", "counter", ("reason",)),
 )
 
 EXTERNAL = (
@@ -59,6 +62,9 @@ EXTERNAL = (
     "container_cpu_cfs_periods_total",
     "container_memory_working_set_bytes",
 )
+
+# Series of the trace export pipeline: present only when the service exports spans.
+TRACE_EXPORT = tuple(metric.name for metric in EXPORTED if metric.name.startswith("opskit_trace_"))
 
 # Series only a Kubernetes cluster has: a local scrape of opskit cannot give them data.
 KUBERNETES_ONLY = tuple(name for name in EXTERNAL if name != "up")

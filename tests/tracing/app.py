@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import redis.asyncio
-from fastapi import BackgroundTasks, FastAPI
-from opentelemetry import trace
+from fastapi import BackgroundTasks, FastAPI, WebSocket
+from opentelemetry import baggage, trace
 
 import opskit
 import opskit.tracing
@@ -54,6 +54,26 @@ def create(**overrides: Any) -> FastAPI:
         finally:
             await connection.aclose()
         return {"status": status}
+
+    @app.get("/baggage")
+    async def baggage_members() -> dict[str, object]:
+        return dict(baggage.get_all())
+
+    @app.get("/call")
+    async def call(port: int) -> dict[str, int]:
+        async with httpx.AsyncClient() as client:
+            return {"status": (await client.get(f"http://127.0.0.1:{port}/echo")).status_code}
+
+    @app.websocket("/ws/{room}")
+    async def chat(websocket: WebSocket, room: str) -> None:
+        if room == "closed":
+            await websocket.close()  # refused before the handshake completes: 403
+            return
+        await websocket.accept()
+        context = trace.get_current_span().get_span_context()
+        await websocket.send_json({"room": room, "trace_id": f"{context.trace_id:032x}"})
+        await websocket.receive_text()
+        await websocket.close()
 
     @app.get("/boom")
     async def boom() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util._once import Once
 
 import opskit.tracing
@@ -25,10 +28,11 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 def _forget_global_provider() -> None:
     # The global tracer provider can be set once per process; tests of other features must not
-    # inherit one (FastAPI's native telemetry switches on when it exists).
+    # inherit one (FastAPI's native telemetry switches on when it exists), nor a test's propagators.
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
     _lifecycle._global_provider_set = False
+    propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
 
 
 @pytest.fixture(autouse=True)

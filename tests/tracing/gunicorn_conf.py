@@ -1,4 +1,5 @@
-"""gunicorn hooks of the tracing tests: the pipeline is built in each worker and flushed on its exit."""
+"""gunicorn hooks of the tracing tests: the pipeline is built in each worker and flushed on its exit; the
+metrics directory is prepared as ``opskit serve`` does."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import threading
 from typing import Any
 
 import opskit.tracing
+from opskit.metrics import prepare_directory, worker_exited
+from opskit.settings import load_settings
+
+
+def on_starting(server: Any) -> None:
+    directory = load_settings().prometheus_multiproc_dir
+    if directory:
+        prepare_directory(directory)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    worker_exited(worker.pid)
 
 
 def pre_fork(server: Any, worker: Any) -> None:

@@ -58,18 +58,35 @@ class ReceivedSpan:
 
 
 class OtlpReceiver:
-    """Listens on a free loopback port; every POST to /v1/traces is decoded and kept."""
+    """Listens on a free loopback port; every POST to /v1/traces is decoded and kept.
 
-    def __init__(self) -> None:
+    ``status`` other than 200 answers every export with that status (a failing collector) and keeps
+    nothing; ``hang`` reads each export and never answers (until :meth:`close`).
+    """
+
+    def __init__(self, status: int = 200, hang: bool = False) -> None:
         self.port = free_port()
         self.requests: list[dict[str, str]] = []
+        self.gets: list[dict[str, str]] = []  # lower-cased headers of each GET (outgoing calls of the app)
+        self.attempts = 0
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with receiver._lock:
+                    receiver.attempts += 1
+                if hang:
+                    receiver._closing.wait(10)
+                    return
+                if status != 200:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 request = ExportTraceServiceRequest()
@@ -81,6 +98,13 @@ class OtlpReceiver:
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            def do_GET(self) -> None:
+                with receiver._lock:
+                    receiver.gets.append({k.lower(): v for k, v in self.headers.items()})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
                 return
@@ -138,14 +162,15 @@ class OtlpReceiver:
         return self.spans()
 
     def close(self) -> None:
+        self._closing.set()
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
 
 
 @contextmanager
-def otlp_receiver() -> Iterator[OtlpReceiver]:
-    receiver = OtlpReceiver()
+def otlp_receiver(status: int = 200, hang: bool = False) -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver(status, hang)
     try:
         yield receiver
     finally:
