@@ -35,6 +35,12 @@ _LEVELS["critical"] = logging.CRITICAL
 _FRAMEWORK_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
 
+def _as_line(line: bytes | str) -> bytes:
+    if isinstance(line, str):
+        line = line.encode("utf-8", "replace")
+    return line + b"\n"
+
+
 class LineWriter:
     """Writes whole lines to one stream under one lock (containers read pipes, lines never tear).
 
@@ -75,35 +81,30 @@ class LineWriter:
             self._fd = None
 
     def msg(self, line: bytes | str) -> None:
-        if isinstance(line, str):
-            line = line.encode("utf-8", "replace")
-        self.raw(line + b"\n")
+        self.raw(_as_line(line))
 
     def urgent(self, line: bytes | str) -> None:
         """Write ``line`` now, after any lines still gathered."""
-        if isinstance(line, str):
-            line = line.encode("utf-8", "replace")
         with self._lock:
-            self._emit(line + b"\n")
+            self._emit(_as_line(line))
 
     def raw(self, data: bytes) -> None:
         """Write ``data``, which already ends with a newline: gathered for this loop iteration or now."""
         with self._lock:
-            if self.coalesce and self._fd is not None:
-                loop = _get_running_loop()
-                if loop is not None:
-                    self._pending.append(data)
-                    self._pending_bytes += len(data)
-                    if self._pending_bytes > self.LIMIT:
-                        self._emit(b"")
-                    elif not self._scheduled:
-                        try:
-                            loop.call_soon(self.flush)
-                            self._scheduled = True
-                        except RuntimeError:  # a closing loop runs no more callbacks
-                            self._emit(b"")
-                    return
-            self._emit(data)
+            loop = _get_running_loop() if self.coalesce and self._fd is not None else None
+            if loop is None:
+                self._emit(data)
+                return
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self.LIMIT:
+                self._emit(b"")
+            elif not self._scheduled:
+                try:
+                    loop.call_soon(self.flush)
+                    self._scheduled = True
+                except RuntimeError:  # a closing loop runs no more callbacks
+                    self._emit(b"")
 
     def flush(self) -> None:
         """Write every gathered line now."""
@@ -312,11 +313,6 @@ _LINE_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 def write_json(line: dict[str, Any]) -> None:
     """Write one prepared JSON line (the access log's fast path: no processor chain)."""
     _WRITER.raw(orjson.dumps(line, default=repr, option=_LINE_OPTIONS))
-
-
-def flush_logs() -> None:
-    """Write every line still gathered for the current loop iteration (at shutdown, before a fork)."""
-    _WRITER.flush()
 
 
 def static_fields(settings: Settings) -> dict[str, str]:

@@ -275,7 +275,7 @@ class TestCoalescedWrites:
             pid = os.fork()
             if pid == 0:
                 log.info("child")
-                opskit_logging.flush_logs()
+                opskit_logging._WRITER.flush()
                 os._exit(0)
             return pid
 

@@ -62,8 +62,6 @@ class TraceMetrics:
             "Spans lost before reaching the collector, by reason (queue_full, export_failed, shutdown).",
             ["reason"],
         )
-        self._failure_children: dict[str, CounterChild] = {}
-        self._drop_children: dict[str, CounterChild] = {}
 
     def create_series(self) -> None:
         """Create every series at zero, so ``rate()`` and alerts see a value before the first failure."""
@@ -73,17 +71,12 @@ class TraceMetrics:
         for reason in DROP_REASONS:
             self._drop(reason)
 
+    # Counting happens once per export batch, never per request: the registry's own child lookup is enough.
     def _failure(self, reason: str) -> CounterChild:
-        child = self._failure_children.get(reason)
-        if child is None:
-            child = self._failure_children[reason] = self._failures.labels(reason)
-        return child
+        return self._failures.labels(reason)
 
     def _drop(self, reason: str) -> CounterChild:
-        child = self._drop_children.get(reason)
-        if child is None:
-            child = self._drop_children[reason] = self._dropped.labels(reason)
-        return child
+        return self._dropped.labels(reason)
 
     def exported(self, count: int) -> None:
         """Count ``count`` spans the collector accepted."""

@@ -8,18 +8,9 @@ import threading
 from typing import Any
 
 import opskit.tracing
-from opskit.metrics import prepare_directory, worker_exited
-from opskit.settings import load_settings
+from tests.metrics.gunicorn_conf import child_exit, on_starting
 
-
-def on_starting(server: Any) -> None:
-    directory = load_settings().prometheus_multiproc_dir
-    if directory:
-        prepare_directory(directory)
-
-
-def child_exit(server: Any, worker: Any) -> None:
-    worker_exited(worker.pid)
+__all__ = ["child_exit", "on_starting", "post_fork", "pre_fork", "worker_exit"]
 
 
 def pre_fork(server: Any, worker: Any) -> None:
