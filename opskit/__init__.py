@@ -6,13 +6,14 @@ and health endpoints as one pure ASGI middleware.
 
 from __future__ import annotations
 
-from ._logging import configure_logging, get_logger
 from .component import Component
 from .context import request_id
 from .exchange import Exchange
 from .health import add_readiness_check, begin_shutdown, is_shutting_down
 from .instrument import instrument, wrap
+from .logging import configure_logging, get_logger
 from .middleware import OpskitMiddleware
+from .runtime import Runtime
 from .settings import ConfigError, Settings, load_settings
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "Exchange",
     "OpskitMiddleware",
+    "Runtime",
     "Settings",
     "__version__",
     "add_readiness_check",
