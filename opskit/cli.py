@@ -71,11 +71,9 @@ def _serve_dev(app: str, settings: Settings) -> int:
     import uvicorn
 
     from .serving.logs import configure_process_logging
-    from .serving.options import forwarded_allow_ips
 
     configure_process_logging(settings)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # one line per file event otherwise
-    trusted = forwarded_allow_ips(settings)
     uvicorn.run(
         app,
         host=settings.host,
@@ -85,8 +83,7 @@ def _serve_dev(app: str, settings: Settings) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
-        proxy_headers=bool(trusted),
-        forwarded_allow_ips=trusted or None,
+        proxy_headers=False,  # opskit's middleware applies them, from trusted peers only
         timeout_keep_alive=settings.keep_alive,
     )
     return 0

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 from collections.abc import Iterable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
-__all__ = ["ProxyResolver"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["ProxyResolver", "server_proxy_headers", "trusted_peers"]
+
+_SCHEMES = {"http": ("http", "ws"), "https": ("https", "wss")}
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _CACHE_LIMIT = 4096
@@ -37,6 +45,14 @@ def _forwarded_for(value: str) -> list[str]:
     return hops
 
 
+def trusted_peers(settings: Settings) -> tuple[str, ...]:
+    """Peers whose forwarding headers are believed: ``FORWARDED_ALLOW_IPS`` when set (the servers'
+    standard name), else ``OPSKIT_TRUSTED_PROXIES`` (default: nobody)."""
+    if settings.forwarded_allow_ips is not None:
+        return tuple(settings.forwarded_allow_ips)
+    return tuple(settings.trusted_proxies)
+
+
 class ProxyResolver:
     """Find the real client of a request.
 
@@ -49,7 +65,8 @@ class ProxyResolver:
     __slots__ = ("_networks", "_trusted_cache")
 
     def __init__(self, trusted: Iterable[str] = ()) -> None:
-        self._networks: tuple[_Network, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in trusted)
+        cidrs = [c for t in trusted for c in (("0.0.0.0/0", "::/0") if t == "*" else (t,))]
+        self._networks: tuple[_Network, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
         self._trusted_cache: dict[str, bool] = {}
 
     @property
@@ -87,6 +104,27 @@ class ProxyResolver:
             return host
         return self._walk(hops, host)
 
+    def forward(self, scope: Scope) -> None:
+        """Put the client (and ``X-Forwarded-Proto``'s scheme) a trusted proxy forwarded into ``scope``.
+
+        Only opskit's own parser decides: a malformed hop never reaches ``scope["client"]``, and a
+        scheme other than http(s) is ignored. Requests from untrusted peers are left as they are.
+        """
+        peer = scope.get("client")
+        if not peer or not self.is_trusted(peer[0]):
+            return
+        client = self.client(scope)
+        if client is not None and client != peer[0]:
+            scope["client"] = (client, 0)
+        proto: bytes | None = None
+        for name, value in scope.get("headers", ()):
+            if name == b"x-forwarded-proto":
+                proto = value
+        if proto is not None:
+            schemes = _SCHEMES.get(proto.decode("latin-1").rpartition(",")[2].strip().lower())
+            if schemes is not None:
+                scope["scheme"] = schemes[scope.get("type") == "websocket"]
+
     def _walk(self, hops: Sequence[str], peer: str) -> str:
         client = peer
         for hop in reversed(hops):
@@ -97,3 +135,30 @@ class ProxyResolver:
             if not self.is_trusted(client):
                 return client
         return client
+
+
+def server_proxy_headers(depth: int = 30) -> str | None:
+    """Who the server in front of this call applies ``X-Forwarded-For`` from, when it does itself.
+
+    Plain ``uvicorn`` wraps the app in its ``ProxyHeadersMiddleware``, trusting 127.0.0.1 unless
+    told otherwise, and puts a forwarded hop in ``scope["client"]`` unchecked. Called during the
+    lifespan (the server's middleware is then among the calling frames), this finds it: its trusted
+    hosts as text, or None.
+    """
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return None
+        owner: Any = frame.f_locals.get("self")
+        if type(owner).__name__ == "ProxyHeadersMiddleware" and type(owner).__module__.startswith("uvicorn."):
+            hosts = getattr(owner, "trusted_hosts", None)
+            if getattr(hosts, "always_trust", False):
+                return "*"
+            names = [
+                *map(str, getattr(hosts, "trusted_hosts", ())),
+                *map(str, getattr(hosts, "trusted_networks", ())),
+                *getattr(hosts, "trusted_literals", ()),
+            ]
+            return ",".join(sorted(names)) or None
+        frame = frame.f_back
+    return None

@@ -39,7 +39,6 @@ class Exchange:
     span_id: str | None = None
     annotations: dict[str, Any] | None = None
     _client: str | None | bool = False
-    _state: dict[Any, Any] | None = None
 
     def __init__(self, scope: Scope, runtime: Runtime) -> None:
         self.scope = scope
@@ -48,6 +47,8 @@ class Exchange:
         self.path: str = scope["path"]
         self.start = perf_counter()
         self.response_headers: list[tuple[bytes, bytes]] = []
+        #: Per-request data private to components, each under its own key.
+        self.state: dict[Any, Any] = {}
 
     @staticmethod
     def of(scope: MutableMapping[str, Any]) -> Exchange | None:
@@ -61,13 +62,6 @@ class Exchange:
         if self._client is False:
             self._client = self.runtime.proxies.client(self.scope)
         return self._client  # type: ignore[return-value]
-
-    @property
-    def state(self) -> dict[Any, Any]:
-        """Per-request data private to components, each under its own key."""
-        if self._state is None:
-            self._state = {}
-        return self._state
 
     def annotate(self, **fields: Any) -> None:
         """Add fields to this request's access-log line."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .client_ip import ProxyResolver
+from .client_ip import ProxyResolver, trusted_peers
 from .metrics import REGISTRY
 from .metrics.registry import Registry, default_directory
 from .routes import RouteTemplates
@@ -39,7 +39,7 @@ class Runtime:
     def __init__(self, settings: Settings, app: object = None) -> None:
         self.settings = settings
         self.app = app
-        self.proxies = ProxyResolver(settings.trusted_proxies)
+        self.proxies = ProxyResolver(trusted_peers(settings))
         self.routes = RouteTemplates(app, settings.unmatched_route)
         self.services: dict[str, Any] = {}
         self._registry: Registry | None = None

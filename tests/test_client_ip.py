@@ -56,3 +56,41 @@ class TestProxyResolver:
     def test_no_client(self) -> None:
         """A scope without a peer (unix socket) has no client."""
         assert ProxyResolver(["10.0.0.0/8"]).client(scope(None)) is None
+
+
+class TestForward:
+    """What a trusted proxy forwarded goes into the scope, checked by opskit's own parser."""
+
+    def test_client_and_scheme_from_a_trusted_proxy(self) -> None:
+        """The forwarded client replaces the peer; X-Forwarded-Proto sets the scheme."""
+        s = scope("10.0.0.5", (b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https"))
+        ProxyResolver(["10.0.0.0/8"]).forward(s)
+        assert s["client"] == ("203.0.113.7", 0) and s["scheme"] == "https"
+
+    def test_websocket_scheme(self) -> None:
+        """A websocket forwarded over https becomes wss."""
+        s = {**scope("10.0.0.5", (b"x-forwarded-proto", b"https")), "type": "websocket"}
+        ProxyResolver(["10.0.0.0/8"]).forward(s)
+        assert s["scheme"] == "wss"
+
+    @pytest.mark.parametrize("hop", [b"bogus-1", b"1.2.3.4, bogus-1", b"1.2.3.4\r\nx"])
+    def test_malformed_hops_leave_the_peer(self, hop: bytes) -> None:
+        """Garbage at the right of X-Forwarded-For never reaches scope["client"]."""
+        s = scope("10.0.0.5", (b"x-forwarded-for", hop))
+        ProxyResolver(["10.0.0.0/8"]).forward(s)
+        assert s["client"][0] == "10.0.0.5"
+
+    def test_untrusted_peers_and_odd_schemes_change_nothing(self) -> None:
+        """From an untrusted peer nothing is applied; a scheme other than http(s) is ignored."""
+        s = scope("198.51.100.1", (b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-proto", b"https"))
+        before = dict(s)
+        ProxyResolver(["10.0.0.0/8"]).forward(s)
+        assert s == before
+        s = scope("10.0.0.5", (b"x-forwarded-proto", b"gopher"))
+        ProxyResolver(["10.0.0.0/8"]).forward(s)
+        assert s.get("scheme", "http") == "http"
+
+    def test_star_trusts_every_peer(self) -> None:
+        """FORWARDED_ALLOW_IPS='*' trusts IPv4 and IPv6 peers alike."""
+        r = ProxyResolver(["*"])
+        assert r.is_trusted("198.51.100.1") and r.is_trusted("2001:db8::1")

@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.testclient import TestClient
 
 import opskit
+import opskit.tracing
 from opskit.component import Component
 from opskit.exchange import Exchange
 from opskit.health import HealthComponent
@@ -461,3 +462,54 @@ class TestErrorPolicy:
             assert c.get("/items/1", headers={"X-Request-ID": "bad id!"}).status_code == 200
         warnings = [line for line in log_lines() if line["event"] == "invalid request id replaced"]
         assert len(warnings) == 1 and warnings[0]["suppressed"] == 0
+
+
+class TestHandBuiltScopes:
+    @pytest.mark.parametrize("app_kind", ["starlette", "raw"])
+    def test_a_scope_the_app_accepts_opskit_accepts(self, app_kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+        """An HTTP scope without headers, client, query_string or root_path (as test harnesses build
+        them) is served by every feature as the bare app serves it."""
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+
+        async def raw(scope: Any, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        def hello(request: Any) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        bare = raw if app_kind == "raw" else Starlette(routes=[Route("/", hello)])
+        wrapped = opskit.wrap(
+            bare, rate_limit="100/minute", traces_exporter="console", trusted_proxies="10.0.0.0/8", log_level="debug"
+        )
+
+        async def call(app: Any) -> list[dict[str, Any]]:
+            sent: list[dict[str, Any]] = []
+
+            async def receive() -> dict[str, Any]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await app({"type": "http", "method": "GET", "path": "/", "http_version": "1.1"}, receive, send)
+            return sent
+
+        import asyncio
+
+        plain = asyncio.run(call(bare))
+        try:
+            instrumented = asyncio.run(call(wrapped))
+        finally:
+            opskit.tracing.shutdown()  # the console exporter writes while stdout is still captured
+        assert [m["type"] for m in instrumented] == [m["type"] for m in plain]
+        assert instrumented[0]["status"] == plain[0]["status"] == 200
+        assert instrumented[-1]["body"] == plain[-1]["body"] == b"ok"
+        # ... and every feature did its work, none degraded
+        assert any(name == b"x-request-id" for name, _ in instrumented[0]["headers"])
+        out = capsys.readouterr().out
+        assert "SpanKind.SERVER" in out  # the console exporter's span
+        assert "failed" not in out
+        assert '"status":200' in out.replace(" ", "")  # the access line

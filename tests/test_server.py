@@ -70,3 +70,35 @@ class TestRealServer:
         assert ("sync endpoint", "wire-5") in events
         assert ("background job ran", "wire-6") in events
         assert ("websocket", "wire-ws") in events
+
+
+def _startup_lines(*flags: str) -> list[dict[str, object]]:
+    """The JSON lines a plain uvicorn serving the test app writes up to its first answer."""
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    proc = Background(
+        [sys.executable, "-m", "uvicorn", "tests.apps.served:app", "--fd", str(sock.fileno()), *flags],
+        env={"PYTHONUNBUFFERED": "1"},
+        pass_fds=[sock.fileno()],
+    )
+    sock.close()
+    try:
+        wait_for_port(port)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        proc.stop()
+        return [orjson.loads(line) for line in proc.stdout().splitlines()]
+    finally:
+        proc.close()
+
+
+@pytest.mark.slow
+class TestServerProxyHeaders:
+    def test_plain_uvicorn_trusting_localhost_is_named_at_startup(self) -> None:
+        """uvicorn applies X-Forwarded-For from 127.0.0.1 by default: one warning says so, naming the peers."""
+        warnings = [line for line in _startup_lines() if "applies X-Forwarded-For" in str(line["event"])]
+        assert len(warnings) == 1 and "127.0.0.1" in str(warnings[0]["peers"]).split(",")
+
+    def test_no_warning_without_proxy_headers(self) -> None:
+        """uvicorn --no-proxy-headers leaves them to opskit: nothing to warn about."""
+        lines = _startup_lines("--no-proxy-headers")
+        assert lines and not [line for line in lines if "applies X-Forwarded-For" in str(line["event"])]

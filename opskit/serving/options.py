@@ -9,7 +9,7 @@ from ..settings import Settings
 from .hooks import ServerHooks
 from .sizing import worker_count
 
-__all__ = ["LOGGER_CLASS", "WORKER_CLASS", "bind_addresses", "forwarded_allow_ips", "gunicorn_options"]
+__all__ = ["LOGGER_CLASS", "WORKER_CLASS", "bind_addresses", "gunicorn_options"]
 
 WORKER_CLASS = "opskit.serving.worker.UvicornWorker"
 LOGGER_CLASS = "opskit.serving.glogging.GunicornLogger"
@@ -21,13 +21,6 @@ def bind_addresses(settings: Settings) -> list[str]:
         return list(settings.bind)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return [f"{host}:{settings.port}"]
-
-
-def forwarded_allow_ips(settings: Settings) -> list[str]:
-    """Peers whose proxy headers uvicorn applies: ``FORWARDED_ALLOW_IPS``, else the trusted proxies."""
-    if settings.forwarded_allow_ips is not None:
-        return list(settings.forwarded_allow_ips)
-    return list(settings.trusted_proxies)
 
 
 def gunicorn_options(runtime: Runtime) -> dict[str, Any]:
@@ -47,8 +40,9 @@ def gunicorn_options(runtime: Runtime) -> dict[str, Any]:
         "keepalive": settings.keep_alive,
         "max_requests": settings.max_requests,
         "max_requests_jitter": settings.max_requests_jitter,
-        # gunicorn's own default trusts 127.0.0.1; opskit trusts nobody unless told.
-        "forwarded_allow_ips": ",".join(forwarded_allow_ips(settings)) or "",
+        # Neither gunicorn nor uvicorn applies proxy headers (gunicorn's default trusts 127.0.0.1):
+        # opskit's middleware does, from trusted peers only, rejecting malformed hops.
+        "forwarded_allow_ips": "",
         "loglevel": settings.log_level,
         "logger_class": LOGGER_CLASS,
         "errorlog": "-",

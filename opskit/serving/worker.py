@@ -85,8 +85,9 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         # opskit's JSON logging is on the root logger instead.
         if settings.logging_enabled:
             hand_framework_loggers_to_root()
-        # Proxy headers are applied only when some peer is trusted (FORWARDED_ALLOW_IPS).
-        self.config.proxy_headers = bool(self.cfg.forwarded_allow_ips)
+        # uvicorn's proxy headers would put a forwarded hop, unchecked, in scope["client"]; opskit's
+        # middleware applies them instead (FORWARDED_ALLOW_IPS / OPSKIT_TRUSTED_PROXIES).
+        self.config.proxy_headers = False
         # Requests still running when GRACEFUL_TIMEOUT is near are cancelled by the worker itself,
         # a second early, so that the app's shutdown and the span/log flush still run before the
         # master's SIGKILL.

@@ -105,7 +105,7 @@ class ServingSettings(SettingsSection):
     forwarded_allow_ips: StrTuple | None = Field(
         None,
         validation_alias=env("FORWARDED_ALLOW_IPS", "OPSKIT_FORWARDED_ALLOW_IPS", "forwarded_allow_ips"),
-        description="Peers (IPs/CIDRs, `*` for any) whose `X-Forwarded-For`/`-Proto` the server applies to "
+        description="Peers (IPs/CIDRs, `*` for any) whose `X-Forwarded-For`/`-Proto` opskit applies to "
         "the request's client and scheme; unset: `OPSKIT_TRUSTED_PROXIES` (default: nobody).",
     )
 

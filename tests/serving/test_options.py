@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from opskit.client_ip import trusted_peers
 from opskit.runtime import Runtime
-from opskit.serving.options import WORKER_CLASS, bind_addresses, forwarded_allow_ips, gunicorn_options
+from opskit.serving.options import WORKER_CLASS, bind_addresses, gunicorn_options
 from opskit.settings import ConfigError, load_settings
 
 
@@ -24,17 +25,20 @@ class TestBind:
 
 class TestProxies:
     def test_trust_nobody_by_default(self) -> None:
-        """Unlike gunicorn's 127.0.0.1 default, no peer's forwarded headers are applied."""
-        settings = load_settings()
-        assert forwarded_allow_ips(settings) == []
-        assert gunicorn_options(Runtime(settings))["forwarded_allow_ips"] == ""
+        """Unlike gunicorn's 127.0.0.1 default, no peer's forwarded headers are believed."""
+        assert trusted_peers(load_settings()) == ()
+
+    def test_the_server_never_applies_them(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With trusted proxies set, gunicorn and uvicorn still leave proxy headers to opskit's parser."""
+        monkeypatch.setenv("OPSKIT_TRUSTED_PROXIES", "10.0.0.0/8")
+        assert gunicorn_options(Runtime(load_settings()))["forwarded_allow_ips"] == ""
 
     def test_follows_trusted_proxies(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Unset FORWARDED_ALLOW_IPS follows OPSKIT_TRUSTED_PROXIES; set, it wins."""
         monkeypatch.setenv("OPSKIT_TRUSTED_PROXIES", "10.0.0.0/8")
-        assert forwarded_allow_ips(load_settings()) == ["10.0.0.0/8"]
+        assert trusted_peers(load_settings()) == ("10.0.0.0/8",)
         monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
-        assert forwarded_allow_ips(load_settings()) == ["*"]
+        assert trusted_peers(load_settings()) == ("*",)
 
     def test_bad_address_names_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A forwarded-allow entry that is no address fails naming FORWARDED_ALLOW_IPS."""

@@ -96,6 +96,37 @@ class TestGracefulShutdown:
             assert not any("SIGKILL" in str(e.get("event")) for e in lines)
             client.join(15)
 
+    def test_requests_cancelled_at_the_deadline_are_answered_by_opskit(self) -> None:
+        """Requests still running at GRACEFUL_TIMEOUT get opskit's 503 with their request ID, one access line
+        each saying they were cancelled, and no traceback."""
+        with opskit_serve(APP, {"WEB_CONCURRENCY": "1", "GRACEFUL_TIMEOUT": "4"}) as (process, port):
+            answers: list[tuple[int, str | None]] = []
+
+            def hang(i: int) -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+                try:
+                    conn.request("GET", "/hang", headers={"X-Request-ID": f"hang-{i}"})
+                    response = conn.getresponse()
+                    response.read()
+                    answers.append((response.status, response.getheader("x-request-id")))
+                finally:
+                    conn.close()
+
+            clients = [threading.Thread(target=hang, args=(i,)) for i in range(10)]
+            for client in clients:
+                client.start()
+            time.sleep(1.0)  # every request is inside the app
+            process.send_signal(signal.SIGTERM)
+            for client in clients:
+                client.join(20)
+            assert process.wait(GRACEFUL_TIMEOUT) == 0
+            lines = events(process)
+        assert sorted(answers) == sorted((503, f"hang-{i}") for i in range(10))
+        access = [line for line in lines if line.get("logger") == "opskit.access" and line.get("path") == "/hang"]
+        assert sorted(line["request_id"] for line in access) == sorted(f"hang-{i}" for i in range(10))
+        assert {(line["status"], line["outcome"]) for line in access} == {(503, "cancelled")}
+        assert not [line for line in lines if "CancelledError" in str(line) or "Exception in ASGI" in str(line)]
+
 
 class TestStopWhileBooting:
     def test_sigterm_during_worker_boot_is_not_lost(self, tmp_path: Path) -> None:
@@ -164,11 +195,22 @@ class TestProxyHeaders:
             assert access_lines(process, "/")[0]["client"] == "127.0.0.1"
 
     def test_forwarded_allow_ips_applies_them(self) -> None:
-        """FORWARDED_ALLOW_IPS=127.0.0.1 makes uvicorn take the client from X-Forwarded-For."""
+        """FORWARDED_ALLOW_IPS=127.0.0.1 makes opskit take the client from X-Forwarded-For."""
         with opskit_serve(APP, {"WEB_CONCURRENCY": "1", "FORWARDED_ALLOW_IPS": "127.0.0.1"}) as (process, port):
             assert request(port, "/", headers={"X-Forwarded-For": "203.0.113.7"}) == 200
             wait_until(lambda: bool(access_lines(process, "/")), what="the access line")
             assert access_lines(process, "/")[0]["client"] == "203.0.113.7"
+
+    def test_a_malformed_hop_never_becomes_the_client(self) -> None:
+        """With trusted proxies set, garbage in X-Forwarded-For is neither the logged client nor a way past a
+        limit: every request counts against the last good address (the proxy's here)."""
+        env = {"WEB_CONCURRENCY": "2", "OPSKIT_TRUSTED_PROXIES": "127.0.0.1", "OPSKIT_RATE_LIMIT": "20/minute"}
+        with opskit_serve(APP, env) as (process, port):
+            codes = [request(port, "/", headers={"X-Forwarded-For": f"1.2.3.4, bogus-{i}"}) for i in range(100)]
+            wait_until(lambda: len(access_lines(process, "/")) == 100, what="100 access lines")
+            clients = {line["client"] for line in access_lines(process, "/")}
+        assert codes.count(200) <= 20 * 2 + 1  # per worker without Redis; never 100
+        assert clients == {"127.0.0.1"}
 
 
 class TestAccessLog:
