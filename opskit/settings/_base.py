@@ -51,3 +51,24 @@ def split_list(value: Any) -> Any:
             text = text[1:-1].replace('"', "").replace("'", "")
         return tuple(part.strip() for part in text.split(",") if part.strip())
     return value
+
+
+def check_port(text: str, *, allow_zero: bool = False) -> int:
+    """A TCP port number from its text; raises :class:`ValueError` naming the bad text."""
+    low = 0 if allow_zero else 1
+    if not text.isdigit() or not low <= int(text) <= 65535:
+        raise ValueError(f"port {text!r} is not a number from {low} to 65535")
+    return int(text)
+
+
+def split_host_port(netloc: str) -> tuple[str, str]:
+    """Split ``host:port`` or ``[IPv6]:port`` (the port may be empty) without checking the port."""
+    if netloc.startswith("["):
+        host, bracket, rest = netloc[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{netloc!r} is not [IPv6]:PORT")
+        return host, rest[1:]
+    host, _, port = netloc.partition(":")
+    if ":" in port:
+        raise ValueError(f"{netloc!r} is not HOST:PORT (an IPv6 address goes in brackets)")
+    return host, port
