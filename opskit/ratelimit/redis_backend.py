@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from importlib.resources import files
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import RedisSSLContext, SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -25,11 +25,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from opskit.settings.redis_url import parse_redis_url
+
 from .channel import ReplyError, ScriptChannel, bulk, channel_for, pack
+from .cluster import ClusterRoutes, moved_to
 from .decision import BackendError, Decision
 from .rate import Rate
 
-__all__ = ["SCRIPT", "RedisBackend", "connect", "redis_backend"]
+__all__ = ["SCRIPT", "RedisBackend", "RedisNode", "connect", "redis_backend", "within"]
+
+T = TypeVar("T")
 
 SCRIPT = files(__package__).joinpath("gcra.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -37,6 +42,8 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 _Pending = tuple[str, int, Sequence[Rate], "asyncio.Future[Decision]"]
 _EVALSHA_HEAD = bulk(b"EVALSHA") + bulk(SCRIPT_SHA.encode()) + bulk(b"1")
 _LOAD_SCRIPT = pack(b"SCRIPT", b"LOAD", SCRIPT.encode())
+_PREFILLED_CONNECTIONS = 16
+_GRACE_TURNS = 5  # event-loop turns a task whose reply was read in time needs to return it
 
 
 def error_reason(exc: BaseException) -> str:
@@ -56,51 +63,187 @@ def error_reason(exc: BaseException) -> str:
     return "other"
 
 
-def connect(url: str, *, timeout: float, max_connections: int) -> Any:
-    """An async Redis client for ``url``: plain, TLS, Sentinel or Cluster; a bounded pool, one retry.
+def within(awaitable: Coroutine[Any, Any, T], timeout: float, background: set[asyncio.Task[Any]]) -> Awaitable[T]:
+    """``awaitable``'s result, or :class:`asyncio.TimeoutError` once ``timeout`` has passed: a hard bound.
 
-    ``redis+sentinel://[:password@]host:port[,host:port...]/master[/db]`` asks the Sentinels for the
-    master ``master``; ``redis+cluster://`` (or ``rediss+cluster://``) speaks the Cluster protocol.
+    Unlike ``asyncio.wait_for``, the caller never waits for the cancelled work to finish: redis-py's
+    pool, cancelled while it waits for a connection, first takes its lock back, which held decisions
+    for a second against a frozen Redis.
+
+    The time counts from the work's first step, when the command is written, not from the call: a
+    stall of the event loop (a GC pause, a busy request) between the two is no time Redis had. At the
+    deadline the loop gets a few more turns to finish work whose reply is already read: after a stall
+    the reply and the timer are due together, and the reply that arrived in time must win.
     """
+    started: list[float] = []
+
+    async def timed() -> T:
+        started.append(asyncio.get_running_loop().time())
+        return await awaitable
+
+    task = asyncio.ensure_future(timed())
+    # Cancelled before its first step, the task never awaits ``awaitable``: close it, unwarned.
+    task.add_done_callback(lambda _: started or awaitable.close())
+    return _within(task, timeout, started, background)
+
+
+async def _within(
+    task: asyncio.Future[T], timeout: float, started: list[float], background: set[asyncio.Task[Any]]
+) -> T:
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait((task,), timeout=timeout)
+        if not task.done() and started and started[0] + timeout > loop.time():
+            await asyncio.wait((task,), timeout=started[0] + timeout - loop.time())
+        for _ in range(_GRACE_TURNS):
+            if task.done():
+                break
+            await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        _abandon(task, background)
+        raise
+    if task.done():
+        return task.result()
+    _abandon(task, background)
+    raise asyncio.TimeoutError
+
+
+def _abandon(task: asyncio.Future[Any], background: set[asyncio.Task[Any]]) -> None:
+    """Cancel ``task`` and let it wind down on its own; its outcome is nobody's to read."""
+    task.cancel()
+    if isinstance(task, asyncio.Task):
+        background.add(task)
+        task.add_done_callback(background.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+def _shared_tls() -> type[SSLConnection]:
+    """A TLS connection class whose connections share one TLS context (one class per pool).
+
+    redis-py builds a context per connection, loading the CA store each time: about 100 ms of CPU
+    on the event loop for every reconnection after a timeout.
+    """
+
+    class SharedContextSSLConnection(SSLConnection):
+        shared: RedisSSLContext | None = None
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            cls = type(self)
+            if cls.shared is None:
+                cls.shared = self.ssl_context
+            self.ssl_context = cls.shared
+
+    return SharedContextSSLConnection
+
+
+def connection_options(timeout: float) -> dict[str, Any]:
+    """Socket limits and retries of every redis-py connection opskit makes."""
     # One immediate retry on a broken connection (a pooled socket from before a restart or failover);
     # none on timeouts: the decision's time budget is spent by then.
     retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
     # Each decision is bounded by the backend's own timeout; the sockets' limits only catch what runs
     # outside a decision (warm-up, readiness ping), which may take longer than one decision may.
     socket_timeout = max(timeout, 1.0)
-    common: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_timeout,
-        "retry": retry,
-    }
-    if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        plain = url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(plain, max_connections=max_connections, **common)
-    if url.startswith("redis+sentinel://"):
-        parts = urlsplit(url)
-        hosts = parts.netloc.rpartition("@")[2]
-        nodes = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 26379)) for h in hosts.split(",")]
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("redis+sentinel:// URL needs the master name: redis+sentinel://host:26379/mymaster")
-        password = unquote(parts.password) if parts.password else None
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            nodes, sentinel_kwargs={"socket_timeout": socket_timeout}, **common
-        )
-        db = int(path[1]) if len(path) > 1 else 0
-        return sentinel.master_for(path[0], password=password, db=db, max_connections=max_connections)
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **common)
+    return {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, "retry": retry}
+
+
+def server_client(url: str, *, timeout: float, max_connections: int) -> Any:
+    """redis-py's client for one server (``redis://``, ``rediss://``, ``unix://``) with a bounded pool."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, **connection_options(timeout)
+    )
+    if pool.connection_class is SSLConnection:
+        pool.connection_class = _shared_tls()
     return aioredis.Redis.from_pool(pool)
+
+
+def connect(url: str, *, timeout: float, max_connections: int) -> Any:
+    """redis-py's client for a single server or a Sentinel-watched master (not for a Cluster).
+
+    ``redis+sentinel://[:password@]host:port[,host:port...]/master[/db]`` asks the Sentinels for the
+    master ``master``.
+    """
+    target = parse_redis_url(url)
+    if target.kind == "cluster":
+        raise ValueError("a Redis Cluster has no single client: use redis_backend()")
+    if target.kind == "single":
+        return server_client(url, timeout=timeout, max_connections=max_connections)
+    common = connection_options(timeout)
+    limits = {k: common[k] for k in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = Sentinel(list(target.nodes), sentinel_kwargs=limits, **common)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(target.master, password=target.password, db=target.db, max_connections=max_connections)
+
+
+class RedisNode:
+    """One Redis server as decisions reach it: redis-py's client, and opskit's channel for plain URLs."""
+
+    def __init__(self, client: Any, channel: ScriptChannel | None = None, name: str = "") -> None:
+        self.client = client
+        self.channel = channel
+        self.name = name
+
+    async def open_connections(self) -> None:
+        """Fill redis-py's pool ahead of the decisions (not needed with a channel, which has one connection).
+
+        A decision that has to open a connection pays for the TCP and TLS handshakes inside its timeout:
+        on a busy machine a TLS handshake alone took longer than 50 ms.
+        """
+        if self.channel is not None:
+            return
+        pool = self.client.connection_pool
+        count = min(getattr(pool, "max_connections", 1), _PREFILLED_CONNECTIONS)
+        opened = await asyncio.gather(*(pool.get_connection() for _ in range(count)), return_exceptions=True)
+        for connection in opened:
+            if not isinstance(connection, BaseException):
+                await pool.release(connection)
+
+    async def close(self) -> None:
+        """Close the channel, the client and its pool (and a Sentinel pool's Sentinel connections)."""
+        if self.channel is not None:
+            self.channel.close()
+        await self.client.aclose()
+        pool = getattr(self.client, "connection_pool", None)
+        if pool is not None:
+            # A client handed a pool (Sentinel's) does not close it, nor the Sentinel connections.
+            await pool.disconnect()
+            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", ()):
+                await sentinel.aclose()
+
+
+def _server_node(url: str, *, timeout: float, max_connections: int, pipelined: bool, name: str = "") -> RedisNode:
+    client = server_client(url, timeout=timeout, max_connections=max_connections)
+    channel = channel_for(url, connect_timeout=max(timeout, 1.0)) if pipelined else None
+    return RedisNode(client, channel, name)
 
 
 def redis_backend(
     url: str, *, timeout: float, max_connections: int, batch: bool = True, pipelined: bool = True
 ) -> RedisBackend:
     """The backend for ``url``: decisions over a :class:`ScriptChannel` when ``pipelined`` and the URL
-    is plain ``redis://``, otherwise (and always for pings) through redis-py's client."""
-    client = connect(url, timeout=timeout, max_connections=max_connections)
-    channel = channel_for(url, connect_timeout=max(timeout, 1.0)) if pipelined else None
-    return RedisBackend(client, timeout=timeout, batch=batch, channel=channel)
+    is plain ``redis://`` (each Cluster master's too), otherwise (and always for pings) through
+    redis-py's client."""
+    target = parse_redis_url(url)
+    if target.kind != "cluster":
+        if target.kind == "sentinel":
+            node = RedisNode(connect(url, timeout=timeout, max_connections=max_connections))
+        else:
+            node = _server_node(url, timeout=timeout, max_connections=max_connections, pipelined=pipelined)
+        return RedisBackend(node, timeout=timeout, batch=batch)
+    base = urlsplit(target.url)
+    credentials = base.netloc.rpartition("@")[0]
+
+    def make_node(address: tuple[str, int]) -> RedisNode:
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        netloc = f"{credentials}@{host}:{address[1]}" if credentials else f"{host}:{address[1]}"
+        node_url = urlunsplit(base._replace(netloc=netloc))
+        name = f"{address[0]}:{address[1]}"
+        return _server_node(node_url, timeout=timeout, max_connections=max_connections, pipelined=pipelined, name=name)
+
+    async def ask_slots(node: RedisNode) -> Any:
+        return await node.client.execute_command("CLUSTER", "SLOTS")
+
+    return RedisBackend(ClusterRoutes(target.nodes, make_node, ask_slots), timeout=timeout, batch=batch)
 
 
 def _no_script(reply: object) -> bool:
@@ -109,23 +252,25 @@ def _no_script(reply: object) -> bool:
 
 
 class RedisBackend:
-    """Token buckets in Redis, exact across processes and pods (the server's clock decides)."""
+    """Token buckets in Redis, exact across processes and pods (the server's clock decides).
+
+    ``target`` is one server (a :class:`RedisNode`) or the masters of a Cluster; in a Cluster each
+    master answers its keys under its own deadline, so a dead master fails only its own keys.
+    """
 
     shared = True
 
     def __init__(
         self,
-        client: Any,
+        target: RedisNode | ClusterRoutes[RedisNode],
         *,
         timeout: float = 0.05,
         batch: bool = True,
         on_round_trip: Callable[[float], None] | None = None,
-        channel: ScriptChannel | None = None,
     ) -> None:
-        self.client = client
+        self.target = target
         self.timeout = timeout
         self.batch = batch
-        self.channel = channel
         self._on_round_trip = on_round_trip
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -133,6 +278,14 @@ class RedisBackend:
         self._frames: dict[tuple[tuple[Rate, ...], int], tuple[bytes, bytes]] = {}
         self._warm = False
         self._warm_retry_at = 0.0
+
+    def node_of(self, key: str) -> str:
+        """The name of the server that decides ``key`` (empty for a single server or an unknown slot)."""
+        target = self.target
+        if isinstance(target, RedisNode):
+            return target.name
+        address = target.owner(key)
+        return f"{address[0]}:{address[1]}" if address else ""
 
     def _script_args(self, rates: Sequence[Rate], cost: int) -> list[Any]:
         key = (tuple(rates), cost)
@@ -198,7 +351,11 @@ class RedisBackend:
             self._start_warm_up()
         started = time.perf_counter()
         try:
-            replies = await asyncio.wait_for(self._execute(batch), self.timeout)
+            target = self.target
+            if isinstance(target, RedisNode):
+                replies = await within(self._on_node(target, batch), self.timeout, self._tasks)
+            else:
+                replies = await self._on_cluster(target, batch)
         except BaseException as exc:
             error = BackendError(error_reason(exc), type(exc).__name__)
             for *_, future in batch:
@@ -226,33 +383,64 @@ class RedisBackend:
                     )
                 )
 
-    async def _execute(self, batch: Sequence[_Pending]) -> list[Any]:
-        replies = await self._round_trip(batch)
+    async def _on_cluster(self, routes: ClusterRoutes[RedisNode], batch: Sequence[_Pending]) -> list[Any]:
+        """Each master's share of ``batch`` at once, each under the timeout; a failing master's keys get its error."""
+        if not routes.known:
+            routes.refresh_soon(self.timeout * 20)
+            return [RedisConnectionError("the Cluster's slot table is not known yet")] * len(batch)
+        shares: dict[tuple[str, int] | None, list[int]] = {}
+        for i, item in enumerate(batch):
+            shares.setdefault(routes.owner(item[0]), []).append(i)
+        replies: list[Any] = [None] * len(batch)
+        deadline = time.monotonic() + self.timeout
+
+        async def answer(address: tuple[str, int] | None, indexes: list[int], hops: int = 1) -> None:
+            if address is None:
+                got: list[Any] = [RedisConnectionError("no master serves this slot")] * len(indexes)
+            else:
+                share = [batch[i] for i in indexes]
+                try:
+                    remaining = max(deadline - time.monotonic(), 0.0)
+                    got = await within(self._on_node(routes.node(address), share), remaining, self._tasks)
+                except Exception as exc:  # this master's keys fail; the others' do not
+                    got = [exc] * len(indexes)
+            moved: dict[tuple[str, int], list[int]] = {}
+            for i, reply in zip(indexes, got, strict=False):
+                replies[i] = reply
+                if isinstance(reply, Exception):
+                    routes.refresh_soon(self.timeout * 20)  # a failover or a resharding may have moved slots
+                    to = moved_to(reply)
+                    if to is not None and hops:
+                        moved.setdefault(to, []).append(i)
+            await asyncio.gather(*(answer(to, again, hops - 1) for to, again in moved.items()))
+
+        await asyncio.gather(*(answer(address, indexes) for address, indexes in shares.items()))
+        return replies
+
+    async def _on_node(self, node: RedisNode, batch: Sequence[_Pending]) -> list[Any]:
+        replies = await self._round_trip(node, batch)
         missing = [i for i, reply in enumerate(replies) if _no_script(reply)]
         if missing:
             # SCRIPT FLUSH, a restart or a failover emptied the script cache: load it and redo those.
-            await self.load_script()
-            again = await self._round_trip([batch[i] for i in missing])
+            await self._load_script(node)
+            again = await self._round_trip(node, [batch[i] for i in missing])
             for i, reply in zip(missing, again, strict=False):
                 replies[i] = reply
         return replies
 
-    async def _round_trip(self, batch: Sequence[_Pending]) -> list[Any]:
+    async def _round_trip(self, node: RedisNode, batch: Sequence[_Pending]) -> list[Any]:
         """One reply per decision, error replies in their place."""
-        if self.channel is not None:
-            return await self._over_channel(self.channel, batch)
+        if node.channel is not None:
+            return await self._over_channel(node.channel, batch)
         if len(batch) == 1:
             key, cost, rates, _ = batch[0]
             try:
                 return [
-                    await self.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
+                    await node.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
                 ]
-            except NoScriptError as exc:
+            except ResponseError as exc:  # NOSCRIPT, MOVED...: an answer for this decision
                 return [exc]
-        return await self._pipeline(batch)
-
-    async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = node.client.pipeline(transaction=False)
         for key, cost, rates, _ in batch:
             pipe.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
         return list(await pipe.execute(raise_on_error=False))
@@ -264,26 +452,43 @@ class RedisBackend:
             frames += [head, bulk(key.encode()), tail]
         return await channel.call(b"".join(frames), len(batch))
 
-    async def load_script(self) -> None:
-        """Load the script into Redis (every primary of a Cluster)."""
-        if self.channel is not None:
-            (reply,) = await self.channel.call(_LOAD_SCRIPT, 1)
+    async def _load_script(self, node: RedisNode) -> None:
+        if node.channel is not None:
+            (reply,) = await node.channel.call(_LOAD_SCRIPT, 1)
             if isinstance(reply, ReplyError):
                 raise ResponseError(str(reply))
             return
-        await self.client.script_load(SCRIPT)
+        await node.client.script_load(SCRIPT)
+
+    async def load_script(self) -> None:
+        """Load the script into Redis (every master of a Cluster)."""
+        target = self.target
+        if isinstance(target, RedisNode):
+            await self._load_script(target)
+        else:
+            await asyncio.gather(*(self._load_script(node) for node in target.masters()))
 
     async def warm_up(self, timeout: float = 2.0) -> bool:
-        """Connect (discover a Cluster's slots) and load the script, allowing more than the per-decision
+        """Connect (read a Cluster's slot table) and load the script, allowing more than the per-decision
         timeout: a cold start must not be cut short request after request. True when it worked.
 
-        Runs at startup; without a lifespan, the first decision starts it in the background.
+        Runs at startup; without a lifespan, the first decision starts it in the background. In a
+        Cluster a master that does not answer is skipped: it loads the script when it answers again.
         """
         self._warm = True
+        target = self.target
         try:
-            if isinstance(self.client, RedisCluster):
-                await asyncio.wait_for(self.client.initialize(), timeout)
-            await asyncio.wait_for(self.load_script(), timeout)
+            if isinstance(target, RedisNode):
+                await within(self._load_script(target), timeout, self._tasks)
+                await within(target.open_connections(), timeout, self._tasks)
+            elif not await within(target.refresh(timeout), timeout, self._tasks):
+                raise RedisConnectionError("no Cluster node answered")
+            else:
+                masters = target.masters()
+                loads = (within(self._load_script(node), timeout, self._tasks) for node in masters)
+                await asyncio.gather(*loads, return_exceptions=True)
+                opened = (within(node.open_connections(), timeout, self._tasks) for node in masters)
+                await asyncio.gather(*opened, return_exceptions=True)
         except Exception:
             self._warm = False  # a batch a second from now tries again
             self._warm_retry_at = time.monotonic() + 1.0
@@ -296,24 +501,24 @@ class RedisBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def ping(self) -> bool:
-        """True when Redis answers within 20 decision timeouts (the readiness check)."""
+        """True when Redis (every master of a Cluster) answers within 20 decision timeouts (the readiness check)."""
+        target = self.target
+        nodes = [target] if isinstance(target, RedisNode) else target.masters()
         try:
-            return bool(await asyncio.wait_for(self.client.ping(), self.timeout * 20))
+            answers = [within(node.client.ping(), self.timeout * 20, self._tasks) for node in nodes]
+            return bool(nodes) and all(await asyncio.gather(*answers))
         except Exception:
             return False
 
     async def close(self) -> None:
-        """Stop batches and warm-ups in flight, then close the client and its pool."""
+        """Stop batches and warm-ups in flight, then close every client, channel and pool."""
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.channel is not None:
-            self.channel.close()
-        await self.client.aclose()
-        pool = getattr(self.client, "connection_pool", None)
-        if pool is not None:
-            # A client handed a pool (Sentinel's) does not close it, nor the Sentinel connections.
-            await pool.disconnect()
-            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", ()):
-                await sentinel.aclose()
+        target = self.target
+        if isinstance(target, RedisNode):
+            await target.close()
+            return
+        await target.close()
+        await asyncio.gather(*(node.close() for node in target.nodes.values()), return_exceptions=True)
