@@ -43,6 +43,7 @@ _Pending = tuple[str, int, Sequence[Rate], "asyncio.Future[Decision]"]
 _EVALSHA_HEAD = bulk(b"EVALSHA") + bulk(SCRIPT_SHA.encode()) + bulk(b"1")
 _LOAD_SCRIPT = pack(b"SCRIPT", b"LOAD", SCRIPT.encode())
 _PREFILLED_CONNECTIONS = 16
+_STALL = 0.002  # a timer this late means the event loop was blocked, not idle
 _GRACE_TURNS = 5  # event-loop turns a task whose reply was read in time needs to return it
 
 
@@ -70,10 +71,11 @@ def within(awaitable: Coroutine[Any, Any, T], timeout: float, background: set[as
     pool, cancelled while it waits for a connection, first takes its lock back, which held decisions
     for a second against a frozen Redis.
 
-    The time counts from the work's first step, when the command is written, not from the call: a
-    stall of the event loop (a GC pause, a busy request) between the two is no time Redis had. At the
-    deadline the loop gets a few more turns to finish work whose reply is already read: after a stall
-    the reply and the timer are due together, and the reply that arrived in time must win.
+    A stall of the event loop (a GC pause, a busy request) is no time Redis had, so the time counts
+    from the work's first step, not from the call, and a deadline the loop itself overran by a stall
+    is extended once by that stall. At the deadline the loop gets a few more turns to finish work
+    whose reply is already read: after a stall the reply and the timer are due together, and the
+    reply that arrived in time must win. The bound is the timeout plus, at most, the stalls.
     """
     started: list[float] = []
 
@@ -93,8 +95,14 @@ async def _within(
     loop = asyncio.get_running_loop()
     try:
         await asyncio.wait((task,), timeout=timeout)
-        if not task.done() and started and started[0] + timeout > loop.time():
-            await asyncio.wait((task,), timeout=started[0] + timeout - loop.time())
+        if not task.done() and started:
+            deadline = started[0] + timeout
+            if deadline > loop.time():
+                await asyncio.wait((task,), timeout=deadline - loop.time())
+            late = loop.time() - deadline
+            if not task.done() and late > _STALL:
+                # The loop was blocked past the deadline: the work lost that time too; give it back once.
+                await asyncio.wait((task,), timeout=min(late, timeout))
         for _ in range(_GRACE_TURNS):
             if task.done():
                 break
@@ -150,8 +158,11 @@ def connection_options(timeout: float) -> dict[str, Any]:
 
 def server_client(url: str, *, timeout: float, max_connections: int) -> Any:
     """redis-py's client for one server (``redis://``, ``rediss://``, ``unix://``) with a bounded pool."""
+    options = connection_options(timeout)
+    # Waiting for a free connection counts against the decision's own deadline, which allows for
+    # stalls of the event loop; the pool's timer would not.
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout, **connection_options(timeout)
+        url, max_connections=max_connections, timeout=options["socket_timeout"], **options
     )
     if pool.connection_class is SSLConnection:
         pool.connection_class = _shared_tls()
