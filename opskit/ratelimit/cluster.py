@@ -6,7 +6,7 @@ one dead master then failed every key, held a batch far past its timeout and blo
 loop for 50-100 ms again and again. Here a key's master is found by bisecting the few slot ranges
 ``CLUSTER SLOTS`` lists, each master answers its own share of a batch under its own deadline, and a
 dead master fails only the keys of the slots it serves. The table is refreshed in the background,
-at most once a second, when a master cannot be reached or answers ``MOVED``.
+at most once a second, when a master fails or answers ``MOVED`` (which the decision follows at once).
 """
 
 from __future__ import annotations
@@ -113,11 +113,16 @@ class ClusterRoutes(Generic[Node]):
         return False
 
     def refresh_soon(self, timeout: float) -> None:
-        """Refresh the table in the background, unless a refresh runs or ran less than a second ago."""
-        running = self._refreshing is not None and not self._refreshing.done()
-        if running or time.monotonic() - self._refreshed_at < REFRESH_INTERVAL:
+        """Refresh the table in the background: now, or a second after the last refresh; one at a time."""
+        if self._refreshing is not None and not self._refreshing.done():
             return
-        self._refreshing = asyncio.get_running_loop().create_task(self.refresh(timeout))
+        delay = self._refreshed_at + REFRESH_INTERVAL - time.monotonic()
+        self._refreshing = asyncio.get_running_loop().create_task(self._refresh_after(delay, timeout))
+
+    async def _refresh_after(self, delay: float, timeout: float) -> bool:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return await self.refresh(timeout)
 
     async def close(self) -> None:
         """Stop a refresh in flight."""
