@@ -114,9 +114,16 @@ class TestAddresses:
         monkeypatch.setenv("BIND", "0.0.0.0:8000,[::]:8001,unix:/run/app.sock,fd://3,localhost")
         assert len(load_settings().bind) == 5
 
-    def test_bad_metrics_host(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The separate metrics listener's address is checked like HOST."""
-        assert "OPSKIT_METRICS_HOST=" in config_error(monkeypatch, "OPSKIT_METRICS_HOST", "0.0.0.0:9100/x")
+    @pytest.mark.parametrize("variable", ["HOST", "OPSKIT_METRICS_HOST"])
+    @pytest.mark.parametrize("value", ["0.0.0.0:8000", "[::1]", "::1::2", "app host"])
+    def test_bad_host(self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+        """A listen address is a name or an IP, never with a port or brackets."""
+        assert f"{variable}=" in config_error(monkeypatch, variable, value)
+
+    def test_ipv6_host(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A bare IPv6 address is a host."""
+        monkeypatch.setenv("HOST", "::")
+        assert load_settings().host == "::"
 
 
 class TestMultiprocDirectory:

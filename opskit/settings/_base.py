@@ -72,3 +72,15 @@ def split_host_port(netloc: str) -> tuple[str, str]:
     if ":" in port:
         raise ValueError(f"{netloc!r} is not HOST:PORT (an IPv6 address goes in brackets)")
     return host, port
+
+
+def check_host(value: str) -> str:
+    """A host name, an IPv4 address or a bare IPv6 address (no brackets, no port)."""
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a host: expected a name or an IP address, no port") from None
+    elif not value or any(c.isspace() or c in "/,[]@" for c in value):
+        raise ValueError(f"{value!r} is not a host: expected a name or an IP address")
+    return value

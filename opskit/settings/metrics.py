@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, env, split_list
+from ._base import SettingsSection, check_host, env, split_list
 
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 FloatTuple = Annotated[tuple[float, ...], NoDecode]
@@ -114,6 +114,4 @@ class MetricsSettings(SettingsSection):
     @field_validator("metrics_host")
     @classmethod
     def _metrics_host(cls, value: str) -> str:
-        if not value or any(c.isspace() or c in "/,[]" for c in value):
-            raise ValueError("expected a host name or IP address")
-        return value
+        return check_host(value)

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, check_port, env, split_host_port, split_list
+from ._base import SettingsSection, check_host, check_port, env, split_host_port, split_list
 
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 
@@ -28,8 +28,9 @@ def check_bind_address(address: str) -> None:
             raise ValueError(f"{address!r}: expected fd://<file descriptor number>")
         return
     host, port = split_host_port(address.removeprefix("tcp://"))
-    if not host or any(c.isspace() or c in "/,[]" for c in host):
+    if not host:
         raise ValueError(f"{address!r} is not HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
+    check_host(host)
     if port:
         check_port(port, allow_zero=True)
 
@@ -174,6 +175,4 @@ class ServingSettings(SettingsSection):
     @field_validator("host")
     @classmethod
     def _serving_host(cls, value: str) -> str:
-        if not value or any(c.isspace() or c in "/," for c in value):
-            raise ValueError("expected a host name or IP address")
-        return value
+        return check_host(value)

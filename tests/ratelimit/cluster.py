@@ -17,52 +17,21 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
-from tests.servers import Background, RedisServer, free_cluster_port, free_port, wait_for_port, which
+from tests.servers import Background, RedisClusterServers, RedisServer, free_port, wait_for_port, which
 
 
-class ClusterMaster(RedisServer):
-    """A cluster-enabled redis-server that keeps serving its slots when another master is down."""
-
-    def __init__(self) -> None:
-        self.port = free_cluster_port()
-        self.dir = tempfile.mkdtemp(prefix="opskit-cluster-")
-        self.extra = (
-            "--cluster-enabled",
-            "yes",
-            "--cluster-node-timeout",
-            "1000",
-            "--cluster-require-full-coverage",
-            "no",
-        )
-        self.process = None
-        self.start()
-
-
-class FailingCluster:
-    """``masters`` Redis Cluster masters, no replicas: a killed master's slots stay unserved."""
+class FailingCluster(RedisClusterServers):
+    """A Redis Cluster of ``masters`` masters, no replicas, whose masters keep serving their slots
+    while another one is down (``cluster-require-full-coverage no``): a killed master's slots stay
+    unserved, the others' do not."""
 
     def __init__(self, masters: int = 3) -> None:
-        self.masters: list[ClusterMaster] = []
-        try:
-            self.masters = [ClusterMaster() for _ in range(masters)]
-            addresses = [f"127.0.0.1:{m.port}" for m in self.masters]
-            subprocess.run(
-                [which("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-            deadline = time.monotonic() + 15
-            while not all("cluster_state:ok" in m.cli("cluster", "info") for m in self.masters):
-                assert time.monotonic() < deadline, "the Redis Cluster did not reach cluster_state:ok"
-                time.sleep(0.05)
-            self._slots = self._read_slots()
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(masters, "--cluster-require-full-coverage", "no")
+        self.masters = self.nodes
+        self._slots = self._read_slots()
 
     def _read_slots(self) -> list[tuple[int, int, int]]:
-        """``(first, last, port)`` of every slot range, as ``CLUSTER SHARDS``-less redis-cli prints them."""
+        """``(first, last, port)`` of every slot range, from ``CLUSTER NODES``."""
         ranges = []
         for line in self.masters[0].cli("cluster", "nodes").splitlines():
             fields = line.split()
@@ -72,19 +41,11 @@ class FailingCluster:
                 ranges.append((int(first), int(last or first), port))
         return ranges
 
-    @property
-    def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.masters[0].port}"
-
-    def master_of(self, key: str) -> ClusterMaster:
+    def master_of(self, key: str) -> RedisServer:
         """The master serving ``key``'s slot."""
         slot = key_slot(key.encode())
         port = next(port for first, last, port in self._slots if first <= slot <= last)
         return next(m for m in self.masters if m.port == port)
-
-    def close(self) -> None:
-        for master in self.masters:
-            master.close()
 
 
 @contextlib.contextmanager
