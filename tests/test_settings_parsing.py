@@ -173,3 +173,14 @@ class TestPropagators:
         assert load_settings().propagators == ("tracecontext", "baggage")
         monkeypatch.setenv("OTEL_PROPAGATORS", "tracecontext,NONE,bogus")
         assert load_settings().propagators == ("none",)
+
+
+class TestPathLists:
+    @pytest.mark.parametrize(
+        "variable",
+        ["OPSKIT_ACCESS_LOG_EXCLUDE_PATHS", "OPSKIT_METRICS_EXCLUDE_PATHS", "OPSKIT_RATE_LIMIT_EXEMPT_PATHS"],
+    )
+    @pytest.mark.parametrize("value", ["healthz", "/healthz,metrics", "/static/*.css", "*"])
+    def test_pattern_that_would_never_match(self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+        """A path without its leading / or with a * inside would silently match nothing: refused at startup."""
+        assert f"{variable}=" in config_error(monkeypatch, variable, value)

@@ -84,3 +84,11 @@ def check_host(value: str) -> str:
     elif not value or any(c.isspace() or c in "/,[]@" for c in value):
         raise ValueError(f"{value!r} is not a host: expected a name or an IP address")
     return value
+
+
+def check_path_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Paths of an exclude or exempt list: each starts with ``/``, with ``*`` only as its last character."""
+    for pattern in value:
+        if not pattern.startswith("/") or "*" in pattern[:-1]:
+            raise ValueError(f"{pattern!r} is not a path pattern; expected /exact/path or /prefix/* (one * at the end)")
+    return value

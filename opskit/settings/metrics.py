@@ -10,7 +10,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, check_host, env, split_list
+from ._base import SettingsSection, check_host, check_path_patterns, env, split_list
 
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 FloatTuple = Annotated[tuple[float, ...], NoDecode]
@@ -82,6 +82,11 @@ class MetricsSettings(SettingsSection):
     @classmethod
     def _metrics_split(cls, value: object) -> object:
         return split_list(value)
+
+    @field_validator("metrics_exclude_paths")
+    @classmethod
+    def _metrics_exclude_paths_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_path_patterns(value)
 
     @field_validator("metrics_duration_buckets", "metrics_size_buckets")
     @classmethod

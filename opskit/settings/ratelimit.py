@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, check_cidrs, split_list
+from ._base import SettingsSection, check_cidrs, check_path_patterns, split_list
 from .redis_url import parse_redis_url
 
 OnError = Literal["allow", "reject", "memory"]
@@ -94,6 +94,11 @@ class RateLimitSettings(SettingsSection):
     @classmethod
     def _split_ratelimit_lists(cls, value: object) -> object:
         return split_list(value)
+
+    @field_validator("rate_limit_exempt_paths")
+    @classmethod
+    def _rate_limit_exempt_paths_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_path_patterns(value)
 
     @field_validator("rate_limit")
     @classmethod
