@@ -2,8 +2,9 @@
 
 Decisions issued by concurrent requests in the same tick of the event loop travel together in one
 pipeline (``EVALSHA`` xN, one round trip), so the client's per-call cost is paid once per batch,
-not once per request. Every batch is bounded by the timeout; on expiry each waiting decision gets a
-:class:`BackendError` and the caller applies the failure policy.
+not once per request. Every batch is bounded by the timeout (:func:`~.deadline.within`); on expiry
+each waiting decision gets a :class:`BackendError` and the caller applies the failure policy. In a
+Cluster each master answers its share of a batch on its own (:mod:`.cluster`).
 """
 
 from __future__ import annotations
@@ -11,30 +12,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from importlib.resources import files
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.connection import RedisSSLContext, SSLConnection
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from opskit.settings.redis_url import parse_redis_url
 
-from .channel import ReplyError, ScriptChannel, bulk, channel_for, pack
+from .channel import ReplyError, ScriptChannel, bulk, pack
 from .cluster import ClusterRoutes, moved_to
+from .connections import RedisNode, connect, server_node
+from .deadline import within
 from .decision import BackendError, Decision
 from .rate import Rate
 
-__all__ = ["SCRIPT", "RedisBackend", "RedisNode", "connect", "redis_backend", "within"]
-
-T = TypeVar("T")
+__all__ = ["SCRIPT", "RedisBackend", "connect", "redis_backend"]
 
 SCRIPT = files(__package__).joinpath("gcra.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
@@ -42,10 +38,6 @@ SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 _Pending = tuple[str, int, Sequence[Rate], "asyncio.Future[Decision]"]
 _EVALSHA_HEAD = bulk(b"EVALSHA") + bulk(SCRIPT_SHA.encode()) + bulk(b"1")
 _LOAD_SCRIPT = pack(b"SCRIPT", b"LOAD", SCRIPT.encode())
-_PREFILLED_CONNECTIONS = 16
-_STALL = 0.002  # a timer this late means the event loop was blocked, not idle
-_AFTER_STALL = 0.01  # what a write, a loopback round trip and a parse take right after a stall
-_GRACE_TURNS = 5  # event-loop turns a task whose reply was read in time needs to return it
 
 
 def error_reason(exc: BaseException) -> str:
@@ -65,185 +57,6 @@ def error_reason(exc: BaseException) -> str:
     return "other"
 
 
-def within(awaitable: Coroutine[Any, Any, T], timeout: float, background: set[asyncio.Task[Any]]) -> Awaitable[T]:
-    """``awaitable``'s result, or :class:`asyncio.TimeoutError` once ``timeout`` has passed: a hard bound.
-
-    Unlike ``asyncio.wait_for``, the caller never waits for the cancelled work to finish: redis-py's
-    pool, cancelled while it waits for a connection, first takes its lock back, which held decisions
-    for a second against a frozen Redis.
-
-    A stall of the event loop (a GC pause, a busy request) is no time Redis had, so the time counts
-    from the work's first step, not from the call, and a deadline the loop itself overran by a stall
-    is extended once, by that stall but at most 10 ms. At the deadline the loop gets a few more turns to finish work
-    whose reply is already read: after a stall the reply and the timer are due together, and the
-    reply that arrived in time must win. The bound is the timeout plus the stalls plus 10 ms.
-    """
-    loop = asyncio.get_running_loop()
-    task = loop.create_task(awaitable)
-    started: list[float] = []
-    # Runs right after the task's first step (call_soon keeps order): the moment the command is written.
-    loop.call_soon(lambda: started.append(loop.time()))
-    return _within(task, timeout, started, background)
-
-
-async def _wait(task: asyncio.Future[Any], seconds: float) -> None:
-    """Until ``task`` is done or ``seconds`` have passed (a leaner ``asyncio.wait`` for one task)."""
-    loop = asyncio.get_running_loop()
-    waiter = loop.create_future()
-
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(seconds, wake)
-    task.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        task.remove_done_callback(wake)
-
-
-async def _within(
-    task: asyncio.Future[T], timeout: float, started: list[float], background: set[asyncio.Task[Any]]
-) -> T:
-    loop = asyncio.get_running_loop()
-    try:
-        await _wait(task, timeout)
-        if not task.done() and started:
-            deadline = started[0] + timeout
-            if deadline > loop.time():
-                await _wait(task, deadline - loop.time())
-            late = loop.time() - deadline
-            if not task.done() and late > _STALL:
-                # The loop was blocked past the deadline, so the work may have been too, just before
-                # writing its command: a few milliseconds more let a healthy Redis answer it.
-                await _wait(task, min(late, _AFTER_STALL))
-        for _ in range(_GRACE_TURNS):
-            if task.done():
-                break
-            await asyncio.sleep(0)
-    except asyncio.CancelledError:
-        _abandon(task, background)
-        raise
-    if task.done():
-        return task.result()
-    _abandon(task, background)
-    raise asyncio.TimeoutError
-
-
-def _abandon(task: asyncio.Future[Any], background: set[asyncio.Task[Any]]) -> None:
-    """Cancel ``task`` and let it wind down on its own; its outcome is nobody's to read."""
-    task.cancel()
-    if isinstance(task, asyncio.Task):
-        background.add(task)
-        task.add_done_callback(background.discard)
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-
-def _shared_tls() -> type[SSLConnection]:
-    """A TLS connection class whose connections share one TLS context (one class per pool).
-
-    redis-py builds a context per connection, loading the CA store each time: about 100 ms of CPU
-    on the event loop for every reconnection after a timeout.
-    """
-
-    class SharedContextSSLConnection(SSLConnection):
-        shared: RedisSSLContext | None = None
-
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            cls = type(self)
-            if cls.shared is None:
-                cls.shared = self.ssl_context
-            self.ssl_context = cls.shared
-
-    return SharedContextSSLConnection
-
-
-def connection_options(timeout: float) -> dict[str, Any]:
-    """Socket limits and retries of every redis-py connection opskit makes."""
-    # One immediate retry on a broken connection (a pooled socket from before a restart or failover);
-    # none on timeouts: the decision's time budget is spent by then.
-    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    # Each decision is bounded by the backend's own timeout; the sockets' limits only catch what runs
-    # outside a decision (warm-up, readiness ping), which may take longer than one decision may.
-    socket_timeout = max(timeout, 1.0)
-    return {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout, "retry": retry}
-
-
-def server_client(url: str, *, timeout: float, max_connections: int) -> Any:
-    """redis-py's client for one server (``redis://``, ``rediss://``, ``unix://``) with a bounded pool."""
-    options = connection_options(timeout)
-    # Waiting for a free connection counts against the decision's own deadline, which allows for
-    # stalls of the event loop; the pool's timer would not.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=options["socket_timeout"], **options
-    )
-    if pool.connection_class is SSLConnection:
-        pool.connection_class = _shared_tls()
-    return aioredis.Redis.from_pool(pool)
-
-
-def connect(url: str, *, timeout: float, max_connections: int) -> Any:
-    """redis-py's client for a single server or a Sentinel-watched master (not for a Cluster).
-
-    ``redis+sentinel://[:password@]host:port[,host:port...]/master[/db]`` asks the Sentinels for the
-    master ``master``.
-    """
-    target = parse_redis_url(url)
-    if target.kind == "cluster":
-        raise ValueError("a Redis Cluster has no single client: use redis_backend()")
-    if target.kind == "single":
-        return server_client(url, timeout=timeout, max_connections=max_connections)
-    common = connection_options(timeout)
-    limits = {k: common[k] for k in ("socket_timeout", "socket_connect_timeout")}
-    sentinel = Sentinel(list(target.nodes), sentinel_kwargs=limits, **common)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(target.master, password=target.password, db=target.db, max_connections=max_connections)
-
-
-class RedisNode:
-    """One Redis server as decisions reach it: redis-py's client, and opskit's channel for plain URLs."""
-
-    def __init__(self, client: Any, channel: ScriptChannel | None = None, name: str = "") -> None:
-        self.client = client
-        self.channel = channel
-        self.name = name
-
-    async def open_connections(self) -> None:
-        """Fill redis-py's pool ahead of the decisions (not needed with a channel, which has one connection).
-
-        A decision that has to open a connection pays for the TCP and TLS handshakes inside its timeout:
-        on a busy machine a TLS handshake alone took longer than 50 ms.
-        """
-        if self.channel is not None:
-            return
-        pool = self.client.connection_pool
-        count = min(getattr(pool, "max_connections", 1), _PREFILLED_CONNECTIONS)
-        opened = await asyncio.gather(*(pool.get_connection() for _ in range(count)), return_exceptions=True)
-        for connection in opened:
-            if not isinstance(connection, BaseException):
-                await pool.release(connection)
-
-    async def close(self) -> None:
-        """Close the channel, the client and its pool (and a Sentinel pool's Sentinel connections)."""
-        if self.channel is not None:
-            self.channel.close()
-        await self.client.aclose()
-        pool = getattr(self.client, "connection_pool", None)
-        if pool is not None:
-            # A client handed a pool (Sentinel's) does not close it, nor the Sentinel connections.
-            await pool.disconnect()
-            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", ()):
-                await sentinel.aclose()
-
-
-def _server_node(url: str, *, timeout: float, max_connections: int, pipelined: bool, name: str = "") -> RedisNode:
-    client = server_client(url, timeout=timeout, max_connections=max_connections)
-    channel = channel_for(url, connect_timeout=max(timeout, 1.0)) if pipelined else None
-    return RedisNode(client, channel, name)
-
-
 def redis_backend(
     url: str, *, timeout: float, max_connections: int, batch: bool = True, pipelined: bool = True
 ) -> RedisBackend:
@@ -255,7 +68,7 @@ def redis_backend(
         if target.kind == "sentinel":
             node = RedisNode(connect(url, timeout=timeout, max_connections=max_connections))
         else:
-            node = _server_node(url, timeout=timeout, max_connections=max_connections, pipelined=pipelined)
+            node = server_node(url, timeout=timeout, max_connections=max_connections, pipelined=pipelined)
         return RedisBackend(node, timeout=timeout, batch=batch)
     base = urlsplit(target.url)
     credentials = base.netloc.rpartition("@")[0]
@@ -265,7 +78,7 @@ def redis_backend(
         netloc = f"{credentials}@{host}:{address[1]}" if credentials else f"{host}:{address[1]}"
         node_url = urlunsplit(base._replace(netloc=netloc))
         name = f"{address[0]}:{address[1]}"
-        return _server_node(node_url, timeout=timeout, max_connections=max_connections, pipelined=pipelined, name=name)
+        return server_node(node_url, timeout=timeout, max_connections=max_connections, pipelined=pipelined, name=name)
 
     async def ask_slots(node: RedisNode) -> Any:
         return await node.client.execute_command("CLUSTER", "SLOTS")
@@ -281,21 +94,24 @@ def _no_script(reply: object) -> bool:
 class RedisBackend:
     """Token buckets in Redis, exact across processes and pods (the server's clock decides).
 
-    ``target`` is one server (a :class:`RedisNode`) or the masters of a Cluster; in a Cluster each
-    master answers its keys under its own deadline, so a dead master fails only its own keys.
+    ``target`` is one server (a :class:`RedisNode`, or a redis-py client, which becomes one) or the
+    masters of a Cluster; in a Cluster each master answers its keys under its own deadline, so a dead
+    master fails only its own keys.
     """
 
     shared = True
 
     def __init__(
         self,
-        target: RedisNode | ClusterRoutes[RedisNode],
+        target: RedisNode | ClusterRoutes[RedisNode] | Any,
         *,
         timeout: float = 0.05,
         batch: bool = True,
         on_round_trip: Callable[[float], None] | None = None,
     ) -> None:
-        self.target = target
+        self.target: RedisNode | ClusterRoutes[RedisNode] = (
+            target if isinstance(target, (RedisNode, ClusterRoutes)) else RedisNode(target)
+        )
         self.timeout = timeout
         self.batch = batch
         self._on_round_trip = on_round_trip
