@@ -61,22 +61,23 @@ def free_cluster_port() -> int:
 class RedisClusterNode(RedisServer):
     """A redis-server with ``--cluster-enabled yes`` on a port whose bus port is free."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         self.port = free_cluster_port()
         self.dir = tempfile.mkdtemp(prefix="opskit-redis-cluster-")
-        self.extra = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000")
+        self.extra = ("--cluster-enabled", "yes", "--cluster-node-timeout", "2000", *extra)
         self.process = None
         self.start()
 
 
 class RedisClusterServers:
-    """A Redis Cluster of ``masters`` redis-server processes (no replicas) on free loopback ports."""
+    """A Redis Cluster of ``masters`` redis-server processes (no replicas) on free loopback ports;
+    ``extra`` arguments go to every node."""
 
-    def __init__(self, masters: int = 3) -> None:
+    def __init__(self, masters: int = 3, *extra: str) -> None:
         self.nodes: list[RedisServer] = []
         try:
             for _ in range(masters):
-                self.nodes.append(RedisClusterNode())
+                self.nodes.append(RedisClusterNode(*extra))
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
             subprocess.run(
                 [which("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],

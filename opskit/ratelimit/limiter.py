@@ -52,6 +52,7 @@ class RateLimiter:
         self.prefix = prefix
         self.on_error = on_error
         self.breaker = breaker or CircuitBreaker()
+        self._node_breakers: dict[str, CircuitBreaker] = {}
         self.metrics = metrics or default_metrics()
         self.log = ThrottledLog(logger, log_interval)
         self.fallback = MemoryBackend(memory_max_keys) if on_error == "memory" else None
@@ -95,23 +96,33 @@ class RateLimiter:
         backend = self.backend
         if isinstance(backend, MemoryBackend):
             decision = backend.decide(key, policy.rates, spend)
-        elif self.breaker.closed:
+        elif (breaker := self._breaker(node := backend.node_of(key))).closed:
             try:
                 decision = await backend.decide(key, policy.rates, spend)
-                self.breaker.success()
+                breaker.success()
             except Exception as exc:  # whatever went wrong, the request gets the failure policy, not a 500
                 reason = exc.reason if isinstance(exc, BackendError) else "other"
-                if reason != "cancelled" and self.breaker.failure():
+                if reason != "cancelled" and breaker.failure():
+                    where = f" {node}" if node else ""
                     self.log.warning(
                         "circuit_open",
-                        f"rate-limit backend failing; pausing it for "
-                        f"{self.breaker.open_seconds:g}s (on_error={self.on_error})",
+                        f"rate-limit backend{where} failing; pausing it for "
+                        f"{breaker.open_seconds:g}s (on_error={self.on_error})",
                     )
                 decision = self._failed(policy, key, spend, reason)
         else:
             decision = self._failed(policy, key, spend, "circuit_open")
         self.metrics.decision(policy.name, decision.outcome)
         return decision
+
+    def _breaker(self, node: str) -> CircuitBreaker:
+        """The breaker of one Redis server: one dead Cluster master pauses only the keys it serves."""
+        if not node:
+            return self.breaker
+        breaker = self._node_breakers.get(node)
+        if breaker is None:
+            breaker = self._node_breakers[node] = CircuitBreaker(self.breaker.threshold, self.breaker.open_seconds)
+        return breaker
 
     def _failed(self, policy: Policy, key: str, cost: int, reason: str) -> Decision:
         self.metrics.backend_error(reason)

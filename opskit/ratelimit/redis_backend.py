@@ -2,8 +2,9 @@
 
 Decisions issued by concurrent requests in the same tick of the event loop travel together in one
 pipeline (``EVALSHA`` xN, one round trip), so the client's per-call cost is paid once per batch,
-not once per request. Every batch is bounded by the timeout; on expiry each waiting decision gets a
-:class:`BackendError` and the caller applies the failure policy.
+not once per request. Every batch is bounded by the timeout (:func:`~.deadline.within`); on expiry
+each waiting decision gets a :class:`BackendError` and the caller applies the failure policy. In a
+Cluster each master answers its share of a batch on its own (:mod:`.cluster`).
 """
 
 from __future__ import annotations
@@ -14,18 +15,18 @@ import time
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .channel import ReplyError, ScriptChannel, bulk, channel_for, pack
+from opskit.settings.redis_url import parse_redis_url
+
+from .channel import ReplyError, ScriptChannel, bulk, pack
+from .cluster import ClusterRoutes, moved_to
+from .connections import RedisNode, connect, server_node
+from .deadline import within
 from .decision import BackendError, Decision
 from .rate import Rate
 
@@ -56,51 +57,33 @@ def error_reason(exc: BaseException) -> str:
     return "other"
 
 
-def connect(url: str, *, timeout: float, max_connections: int) -> Any:
-    """An async Redis client for ``url``: plain, TLS, Sentinel or Cluster; a bounded pool, one retry.
-
-    ``redis+sentinel://[:password@]host:port[,host:port...]/master[/db]`` asks the Sentinels for the
-    master ``master``; ``redis+cluster://`` (or ``rediss+cluster://``) speaks the Cluster protocol.
-    """
-    # One immediate retry on a broken connection (a pooled socket from before a restart or failover);
-    # none on timeouts: the decision's time budget is spent by then.
-    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
-    # Each decision is bounded by the backend's own timeout; the sockets' limits only catch what runs
-    # outside a decision (warm-up, readiness ping), which may take longer than one decision may.
-    socket_timeout = max(timeout, 1.0)
-    common: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": socket_timeout,
-        "retry": retry,
-    }
-    if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        plain = url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(plain, max_connections=max_connections, **common)
-    if url.startswith("redis+sentinel://"):
-        parts = urlsplit(url)
-        hosts = parts.netloc.rpartition("@")[2]
-        nodes = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 26379)) for h in hosts.split(",")]
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ValueError("redis+sentinel:// URL needs the master name: redis+sentinel://host:26379/mymaster")
-        password = unquote(parts.password) if parts.password else None
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            nodes, sentinel_kwargs={"socket_timeout": socket_timeout}, **common
-        )
-        db = int(path[1]) if len(path) > 1 else 0
-        return sentinel.master_for(path[0], password=password, db=db, max_connections=max_connections)
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **common)
-    return aioredis.Redis.from_pool(pool)
-
-
 def redis_backend(
     url: str, *, timeout: float, max_connections: int, batch: bool = True, pipelined: bool = True
 ) -> RedisBackend:
     """The backend for ``url``: decisions over a :class:`ScriptChannel` when ``pipelined`` and the URL
-    is plain ``redis://``, otherwise (and always for pings) through redis-py's client."""
-    client = connect(url, timeout=timeout, max_connections=max_connections)
-    channel = channel_for(url, connect_timeout=max(timeout, 1.0)) if pipelined else None
-    return RedisBackend(client, timeout=timeout, batch=batch, channel=channel)
+    is plain ``redis://`` (each Cluster master's too), otherwise (and always for pings) through
+    redis-py's client."""
+    target = parse_redis_url(url)
+    if target.kind != "cluster":
+        if target.kind == "sentinel":
+            node = RedisNode(connect(url, timeout=timeout, max_connections=max_connections))
+        else:
+            node = server_node(url, timeout=timeout, max_connections=max_connections, pipelined=pipelined)
+        return RedisBackend(node, timeout=timeout, batch=batch)
+    base = urlsplit(target.url)
+    credentials = base.netloc.rpartition("@")[0]
+
+    def make_node(address: tuple[str, int]) -> RedisNode:
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        netloc = f"{credentials}@{host}:{address[1]}" if credentials else f"{host}:{address[1]}"
+        node_url = urlunsplit(base._replace(netloc=netloc))
+        name = f"{address[0]}:{address[1]}"
+        return server_node(node_url, timeout=timeout, max_connections=max_connections, pipelined=pipelined, name=name)
+
+    async def ask_slots(node: RedisNode) -> Any:
+        return await node.client.execute_command("CLUSTER", "SLOTS")
+
+    return RedisBackend(ClusterRoutes(target.nodes, make_node, ask_slots), timeout=timeout, batch=batch)
 
 
 def _no_script(reply: object) -> bool:
@@ -109,23 +92,28 @@ def _no_script(reply: object) -> bool:
 
 
 class RedisBackend:
-    """Token buckets in Redis, exact across processes and pods (the server's clock decides)."""
+    """Token buckets in Redis, exact across processes and pods (the server's clock decides).
+
+    ``target`` is one server (a :class:`RedisNode`, or a redis-py client, which becomes one) or the
+    masters of a Cluster; in a Cluster each master answers its keys under its own deadline, so a dead
+    master fails only its own keys.
+    """
 
     shared = True
 
     def __init__(
         self,
-        client: Any,
+        target: RedisNode | ClusterRoutes[RedisNode] | Any,
         *,
         timeout: float = 0.05,
         batch: bool = True,
         on_round_trip: Callable[[float], None] | None = None,
-        channel: ScriptChannel | None = None,
     ) -> None:
-        self.client = client
+        self.target: RedisNode | ClusterRoutes[RedisNode] = (
+            target if isinstance(target, (RedisNode, ClusterRoutes)) else RedisNode(target)
+        )
         self.timeout = timeout
         self.batch = batch
-        self.channel = channel
         self._on_round_trip = on_round_trip
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -133,6 +121,14 @@ class RedisBackend:
         self._frames: dict[tuple[tuple[Rate, ...], int], tuple[bytes, bytes]] = {}
         self._warm = False
         self._warm_retry_at = 0.0
+
+    def node_of(self, key: str) -> str:
+        """The name of the server that decides ``key`` (empty for a single server or an unknown slot)."""
+        target = self.target
+        if isinstance(target, RedisNode):
+            return target.name
+        address = target.owner(key)
+        return f"{address[0]}:{address[1]}" if address else ""
 
     def _script_args(self, rates: Sequence[Rate], cost: int) -> list[Any]:
         key = (tuple(rates), cost)
@@ -198,7 +194,11 @@ class RedisBackend:
             self._start_warm_up()
         started = time.perf_counter()
         try:
-            replies = await asyncio.wait_for(self._execute(batch), self.timeout)
+            target = self.target
+            if isinstance(target, RedisNode):
+                replies = await within(self._on_node(target, batch), self.timeout, self._tasks)
+            else:
+                replies = await self._on_cluster(target, batch)
         except BaseException as exc:
             error = BackendError(error_reason(exc), type(exc).__name__)
             for *_, future in batch:
@@ -226,33 +226,64 @@ class RedisBackend:
                     )
                 )
 
-    async def _execute(self, batch: Sequence[_Pending]) -> list[Any]:
-        replies = await self._round_trip(batch)
+    async def _on_cluster(self, routes: ClusterRoutes[RedisNode], batch: Sequence[_Pending]) -> list[Any]:
+        """Each master's share of ``batch`` at once, each under the timeout; a failing master's keys get its error."""
+        if not routes.known:
+            routes.refresh_soon(self.timeout * 20)
+            return [RedisConnectionError("the Cluster's slot table is not known yet")] * len(batch)
+        shares: dict[tuple[str, int] | None, list[int]] = {}
+        for i, item in enumerate(batch):
+            shares.setdefault(routes.owner(item[0]), []).append(i)
+        replies: list[Any] = [None] * len(batch)
+        deadline = time.monotonic() + self.timeout
+
+        async def answer(address: tuple[str, int] | None, indexes: list[int], hops: int = 1) -> None:
+            if address is None:
+                got: list[Any] = [RedisConnectionError("no master serves this slot")] * len(indexes)
+            else:
+                share = [batch[i] for i in indexes]
+                try:
+                    remaining = max(deadline - time.monotonic(), 0.0)
+                    got = await within(self._on_node(routes.node(address), share), remaining, self._tasks)
+                except Exception as exc:  # this master's keys fail; the others' do not
+                    got = [exc] * len(indexes)
+            moved: dict[tuple[str, int], list[int]] = {}
+            for i, reply in zip(indexes, got, strict=False):
+                replies[i] = reply
+                if isinstance(reply, Exception):
+                    routes.refresh_soon(self.timeout * 20)  # a failover or a resharding may have moved slots
+                    to = moved_to(reply)
+                    if to is not None and hops:
+                        moved.setdefault(to, []).append(i)
+            await asyncio.gather(*(answer(to, again, hops - 1) for to, again in moved.items()))
+
+        await asyncio.gather(*(answer(address, indexes) for address, indexes in shares.items()))
+        return replies
+
+    async def _on_node(self, node: RedisNode, batch: Sequence[_Pending]) -> list[Any]:
+        replies = await self._round_trip(node, batch)
         missing = [i for i, reply in enumerate(replies) if _no_script(reply)]
         if missing:
             # SCRIPT FLUSH, a restart or a failover emptied the script cache: load it and redo those.
-            await self.load_script()
-            again = await self._round_trip([batch[i] for i in missing])
+            await self._load_script(node)
+            again = await self._round_trip(node, [batch[i] for i in missing])
             for i, reply in zip(missing, again, strict=False):
                 replies[i] = reply
         return replies
 
-    async def _round_trip(self, batch: Sequence[_Pending]) -> list[Any]:
+    async def _round_trip(self, node: RedisNode, batch: Sequence[_Pending]) -> list[Any]:
         """One reply per decision, error replies in their place."""
-        if self.channel is not None:
-            return await self._over_channel(self.channel, batch)
+        if node.channel is not None:
+            return await self._over_channel(node.channel, batch)
         if len(batch) == 1:
             key, cost, rates, _ = batch[0]
             try:
                 return [
-                    await self.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
+                    await node.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
                 ]
-            except NoScriptError as exc:
+            except ResponseError as exc:  # NOSCRIPT, MOVED...: an answer for this decision
                 return [exc]
-        return await self._pipeline(batch)
-
-    async def _pipeline(self, batch: Sequence[_Pending]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = node.client.pipeline(transaction=False)
         for key, cost, rates, _ in batch:
             pipe.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
         return list(await pipe.execute(raise_on_error=False))
@@ -264,26 +295,43 @@ class RedisBackend:
             frames += [head, bulk(key.encode()), tail]
         return await channel.call(b"".join(frames), len(batch))
 
-    async def load_script(self) -> None:
-        """Load the script into Redis (every primary of a Cluster)."""
-        if self.channel is not None:
-            (reply,) = await self.channel.call(_LOAD_SCRIPT, 1)
+    async def _load_script(self, node: RedisNode) -> None:
+        if node.channel is not None:
+            (reply,) = await node.channel.call(_LOAD_SCRIPT, 1)
             if isinstance(reply, ReplyError):
                 raise ResponseError(str(reply))
             return
-        await self.client.script_load(SCRIPT)
+        await node.client.script_load(SCRIPT)
+
+    async def load_script(self) -> None:
+        """Load the script into Redis (every master of a Cluster)."""
+        target = self.target
+        if isinstance(target, RedisNode):
+            await self._load_script(target)
+        else:
+            await asyncio.gather(*(self._load_script(node) for node in target.masters()))
 
     async def warm_up(self, timeout: float = 2.0) -> bool:
-        """Connect (discover a Cluster's slots) and load the script, allowing more than the per-decision
+        """Connect (read a Cluster's slot table) and load the script, allowing more than the per-decision
         timeout: a cold start must not be cut short request after request. True when it worked.
 
-        Runs at startup; without a lifespan, the first decision starts it in the background.
+        Runs at startup; without a lifespan, the first decision starts it in the background. In a
+        Cluster a master that does not answer is skipped: it loads the script when it answers again.
         """
         self._warm = True
+        target = self.target
         try:
-            if isinstance(self.client, RedisCluster):
-                await asyncio.wait_for(self.client.initialize(), timeout)
-            await asyncio.wait_for(self.load_script(), timeout)
+            if isinstance(target, RedisNode):
+                await within(self._load_script(target), timeout, self._tasks)
+                await within(target.open_connections(), timeout, self._tasks)
+            elif not await within(target.refresh(timeout), timeout, self._tasks):
+                raise RedisConnectionError("no Cluster node answered")
+            else:
+                masters = target.masters()
+                loads = (within(self._load_script(node), timeout, self._tasks) for node in masters)
+                await asyncio.gather(*loads, return_exceptions=True)
+                opened = (within(node.open_connections(), timeout, self._tasks) for node in masters)
+                await asyncio.gather(*opened, return_exceptions=True)
         except Exception:
             self._warm = False  # a batch a second from now tries again
             self._warm_retry_at = time.monotonic() + 1.0
@@ -296,24 +344,24 @@ class RedisBackend:
         task.add_done_callback(self._tasks.discard)
 
     async def ping(self) -> bool:
-        """True when Redis answers within 20 decision timeouts (the readiness check)."""
+        """True when Redis (every master of a Cluster) answers within 20 decision timeouts (the readiness check)."""
+        target = self.target
+        nodes = [target] if isinstance(target, RedisNode) else target.masters()
         try:
-            return bool(await asyncio.wait_for(self.client.ping(), self.timeout * 20))
+            answers = [within(node.client.ping(), self.timeout * 20, self._tasks) for node in nodes]
+            return bool(nodes) and all(await asyncio.gather(*answers))
         except Exception:
             return False
 
     async def close(self) -> None:
-        """Stop batches and warm-ups in flight, then close the client and its pool."""
+        """Stop batches and warm-ups in flight, then close every client, channel and pool."""
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.channel is not None:
-            self.channel.close()
-        await self.client.aclose()
-        pool = getattr(self.client, "connection_pool", None)
-        if pool is not None:
-            # A client handed a pool (Sentinel's) does not close it, nor the Sentinel connections.
-            await pool.disconnect()
-            for sentinel in getattr(getattr(pool, "sentinel_manager", None), "sentinels", ()):
-                await sentinel.aclose()
+        target = self.target
+        if isinstance(target, RedisNode):
+            await target.close()
+            return
+        await target.close()
+        await asyncio.gather(*(node.close() for node in target.nodes.values()), return_exceptions=True)

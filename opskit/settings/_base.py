@@ -51,3 +51,44 @@ def split_list(value: Any) -> Any:
             text = text[1:-1].replace('"', "").replace("'", "")
         return tuple(part.strip() for part in text.split(",") if part.strip())
     return value
+
+
+def check_port(text: str, *, allow_zero: bool = False) -> int:
+    """A TCP port number from its text; raises :class:`ValueError` naming the bad text."""
+    low = 0 if allow_zero else 1
+    if not text.isdigit() or not low <= int(text) <= 65535:
+        raise ValueError(f"port {text!r} is not a number from {low} to 65535")
+    return int(text)
+
+
+def split_host_port(netloc: str) -> tuple[str, str]:
+    """Split ``host:port`` or ``[IPv6]:port`` (the port may be empty) without checking the port."""
+    if netloc.startswith("["):
+        host, bracket, rest = netloc[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{netloc!r} is not [IPv6]:PORT")
+        return host, rest[1:]
+    host, _, port = netloc.partition(":")
+    if ":" in port:
+        raise ValueError(f"{netloc!r} is not HOST:PORT (an IPv6 address goes in brackets)")
+    return host, port
+
+
+def check_host(value: str) -> str:
+    """A host name, an IPv4 address or a bare IPv6 address (no brackets, no port)."""
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a host: expected a name or an IP address, no port") from None
+    elif not value or any(c.isspace() or c in "/,[]@" for c in value):
+        raise ValueError(f"{value!r} is not a host: expected a name or an IP address")
+    return value
+
+
+def check_path_patterns(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Paths of an exclude or exempt list: each starts with ``/``, with ``*`` only as its last character."""
+    for pattern in value:
+        if not pattern.startswith("/") or "*" in pattern[:-1]:
+            raise ValueError(f"{pattern!r} is not a path pattern; expected /exact/path or /prefix/* (one * at the end)")
+    return value

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, check_cidrs, env, split_list
+from ._base import SettingsSection, check_cidrs, check_path_patterns, env, split_list
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["json", "console"]
@@ -106,6 +106,11 @@ class CoreSettings(SettingsSection):
     @classmethod
     def _split(cls, value: object) -> object:
         return split_list(value)
+
+    @field_validator("access_log_exclude_paths")
+    @classmethod
+    def _access_log_exclude_paths_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_path_patterns(value)
 
     @field_validator("trusted_proxies")
     @classmethod

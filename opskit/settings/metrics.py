@@ -3,18 +3,41 @@
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, env, split_list
+from ._base import SettingsSection, check_host, check_path_patterns, env, split_list
 
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 FloatTuple = Annotated[tuple[float, ...], NoDecode]
 
 DEFAULT_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DEFAULT_SIZE_BUCKETS = (100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0)
+
+
+def check_writable_directory(path: str) -> None:
+    """``path`` is a directory this process can write in, or can be created as one.
+
+    Checked by writing (and at once removing) a file, not with ``os.access``: root passes every
+    permission check but still cannot write to a read-only mount or create a directory in ``/proc``.
+    """
+    target = os.path.abspath(path)
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = "is not a directory" if existing == target else f"cannot be created: {existing} is not a directory"
+        raise ValueError(f"{path!r} {what}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        where = "is not writable" if existing == target else f"cannot be created in {existing}"
+        raise ValueError(f"{path!r} {where}: {exc.strerror or exc}") from None
 
 
 class MetricsSettings(SettingsSection):
@@ -60,6 +83,11 @@ class MetricsSettings(SettingsSection):
     def _metrics_split(cls, value: object) -> object:
         return split_list(value)
 
+    @field_validator("metrics_exclude_paths")
+    @classmethod
+    def _metrics_exclude_paths_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_path_patterns(value)
+
     @field_validator("metrics_duration_buckets", "metrics_size_buckets")
     @classmethod
     def _metrics_buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
@@ -80,3 +108,15 @@ class MetricsSettings(SettingsSection):
     @classmethod
     def _metrics_empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("prometheus_multiproc_dir")
+    @classmethod
+    def _metrics_directory(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_writable_directory(value)
+        return value
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host(cls, value: str) -> str:
+        return check_host(value)

@@ -8,13 +8,13 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, check_cidrs, split_list
+from ._base import SettingsSection, check_cidrs, check_path_patterns, split_list
+from .redis_url import parse_redis_url
 
 OnError = Literal["allow", "reject", "memory"]
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 
 _KEY_SPEC = re.compile(r"^(ip|header:[A-Za-z0-9_-]+)$")
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://", "rediss+cluster://")
 
 
 class RateLimitSettings(SettingsSection):
@@ -95,6 +95,11 @@ class RateLimitSettings(SettingsSection):
     def _split_ratelimit_lists(cls, value: object) -> object:
         return split_list(value)
 
+    @field_validator("rate_limit_exempt_paths")
+    @classmethod
+    def _rate_limit_exempt_paths_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_path_patterns(value)
+
     @field_validator("rate_limit")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
@@ -119,8 +124,8 @@ class RateLimitSettings(SettingsSection):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        if value and not value.startswith(_REDIS_SCHEMES):
-            raise ValueError("expected a URL starting with " + ", ".join(_REDIS_SCHEMES))
+        if value:
+            parse_redis_url(value)
         return value
 
     @field_validator("rate_limit_key_prefix")

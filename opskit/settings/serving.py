@@ -12,9 +12,27 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, env, split_list
+from ._base import SettingsSection, check_host, check_port, env, split_host_port, split_list
 
 StrTuple = Annotated[tuple[str, ...], NoDecode]
+
+
+def check_bind_address(address: str) -> None:
+    """Accept what gunicorn binds to: ``HOST:PORT``, ``[IPv6]:PORT``, ``HOST``, ``unix:PATH``, ``fd://N``."""
+    if address.startswith("unix:"):
+        if not address.removeprefix("unix:").lstrip("/"):
+            raise ValueError(f"{address!r} names no socket path; expected unix:/run/app.sock")
+        return
+    if address.startswith("fd://"):
+        if not address[5:].isdigit():
+            raise ValueError(f"{address!r}: expected fd://<file descriptor number>")
+        return
+    host, port = split_host_port(address.removeprefix("tcp://"))
+    if not host:
+        raise ValueError(f"{address!r} is not HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N")
+    check_host(host)
+    if port:
+        check_port(port, allow_zero=True)
 
 
 class ServingSettings(SettingsSection):
@@ -147,9 +165,14 @@ class ServingSettings(SettingsSection):
             raise ValueError(f"must be shorter than GRACEFUL_TIMEOUT ({graceful}s), which includes it")
         return value
 
+    @field_validator("bind")
+    @classmethod
+    def _serving_bind(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            check_bind_address(address)
+        return value
+
     @field_validator("host")
     @classmethod
     def _serving_host(cls, value: str) -> str:
-        if not value or any(c.isspace() or c in "/," for c in value):
-            raise ValueError("expected a host name or IP address")
-        return value
+        return check_host(value)

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, env, split_list
+from ._base import SettingsSection, check_port, env, split_host_port, split_list
 
 TracesExporter = Literal["otlp", "console", "none"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
@@ -198,6 +198,11 @@ class TracingSettings(SettingsSection):
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("expected an http:// or https:// URL with a host, e.g. http://otel-collector:4318")
+            port = split_host_port(parts.netloc.rpartition("@")[2])[1]
+            if port:
+                check_port(port)
+            if parts.fragment:
+                raise ValueError("an OTLP endpoint has no #fragment")
         return value
 
     @field_validator("otlp_headers", "resource_attributes")
@@ -213,29 +218,42 @@ class TracingSettings(SettingsSection):
             raise ValueError("expected a sampling ratio between 0 and 1")
         return value
 
-    @field_validator("tracing_excluded_urls", "propagators", mode="before")
+    @field_validator("tracing_excluded_urls", mode="before")
     @classmethod
     def _tracing_split(cls, value: object) -> object:
         return split_list(value)
 
+    @field_validator("propagators", mode="before")
+    @classmethod
+    def _tracing_propagator_list(cls, value: object) -> object:
+        # Read as the OpenTelemetry SDK reads the same variable when anything imports
+        # opentelemetry.propagate (FastAPI does): split on commas, each name stripped, none dropped.
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",")) if value.strip() else ()
+        return value
+
     @field_validator("propagators")
     @classmethod
     def _tracing_propagators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        names = tuple(name.lower() for name in value)
-        if not names:
+        if not value:
             return DEFAULT_PROPAGATORS
-        if "none" in names:
-            return ("none",)  # as the OpenTelemetry SDK reads it: none anywhere switches propagation off
-        for name in names:
+        for name in value:  # in order, as the SDK reads them: a `none` ends the list, a bad name before it fails
+            if name.lower() == "none":
+                return ("none",)
+            if not name:
+                raise ValueError("an empty name in the list; expected comma-separated names like tracecontext,baggage")
             if name in W3C_PROPAGATORS:
                 continue
+            # Names are case-sensitive entry points, for opskit as for the SDK.
             if not _PROPAGATOR_NAME.fullmatch(name) or not entry_points(group=PROPAGATOR_GROUP, name=name):
                 hint = " (pip install 'opskit[b3]')" if name in ("b3", "b3multi") else ""
+                if name.lower() != name and entry_points(group=PROPAGATOR_GROUP, name=name.lower()):
+                    hint = f" (names are case-sensitive: {name.lower()!r})"
                 raise ValueError(
                     f"{name[:64]!r} is not an installed propagator{hint}; "
                     "expected tracecontext, baggage, b3, b3multi, none or another installed one"
                 )
-        return tuple(dict.fromkeys(names))
+        return tuple(dict.fromkeys(value))
 
     @field_validator("tracing_excluded_urls")
     @classmethod

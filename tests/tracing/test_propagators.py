@@ -52,8 +52,8 @@ class TestSettings:
         assert load_settings(propagators="").propagators == ("tracecontext", "baggage")
 
     def test_list_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A comma list, case and spaces forgiven, duplicates dropped, order kept."""
-        monkeypatch.setenv("OTEL_PROPAGATORS", " B3multi, tracecontext ,b3multi")
+        """A comma list, spaces forgiven, duplicates dropped, order kept (case matters, as for the SDK)."""
+        monkeypatch.setenv("OTEL_PROPAGATORS", " b3multi, tracecontext ,b3multi")
         assert load_settings().propagators == ("b3multi", "tracecontext")
 
     def test_none_anywhere_means_none(self) -> None:
