@@ -37,6 +37,11 @@ def build_components(settings: Settings, app: object) -> list[Component]:
 
     if (ratelimit := ratelimit_component(settings, app)) is not None:
         components.append(ratelimit)
+    if settings.runtime_enabled or settings.threadpool_size is not None:
+        from .loop import create_component as runtime_component
+
+        if (runtime := runtime_component(settings, app)) is not None:
+            components.append(runtime)
     # -- end of feature components --------------------------------------------------------------
     if settings.logging_enabled and settings.access_log_enabled:
         components.append(AccessLog(settings))
