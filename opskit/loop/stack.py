@@ -99,7 +99,7 @@ def format_frame(frame: FrameType) -> str:
     name = getattr(code, "co_qualname", code.co_name)
     line = frame.f_lineno or 0
     source = linecache.getline(code.co_filename, line, frame.f_globals).strip()
-    text = f"{_short_path(code.co_filename)}:{line} in {_printable(name, 80)}"
+    text = f"{_short_path(code.co_filename)}:{line} in {_printable(name, 120)}"
     return f"{text}: {_printable(source, _MAX_CODE)}" if source else text
 
 

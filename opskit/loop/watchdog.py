@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import os
 import threading
 from dataclasses import dataclass
 from time import monotonic
@@ -37,8 +38,6 @@ from .stack import format_stack, frame_of_thread, scope_in
 __all__ = ["Culprit", "Watchdog", "culprit", "task_context", "task_frame"]
 
 log = structlog.get_logger("opskit.loop")
-
-_IDLE_RECHECK = 0.5  # seconds between looks at a loop that is not running
 
 
 @dataclass(slots=True)
@@ -173,7 +172,7 @@ class Watchdog:
             return 0.0
         due = self._probe.due
         if due is None or not loop.is_running():
-            return _IDLE_RECHECK
+            return self._tick
         block = self._block
         if block is not None and block.due != due:  # the loop came back
             late = self._probe.late
@@ -217,4 +216,5 @@ class Watchdog:
             task=who.task,
             stack=format_stack(frame, self._depth, outermost=task_frame(task)),
             suppressed=dropped,
+            pid=os.getpid(),
         )
