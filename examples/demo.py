@@ -51,7 +51,10 @@ def _index(item: Item) -> None:
 @app.get("/")
 async def index() -> dict[str, object]:
     """What the demo offers."""
-    return {"service": "opskit demo", "routes": ["/items/{item_id}", "/items", "/slow", "/blocking", "/error", "/limited"]}
+    return {
+        "service": "opskit demo",
+        "routes": ["/items/{item_id}", "/items", "/slow", "/blocking", "/error", "/limited"],
+    }
 
 
 @app.get("/items/{item_id}")
