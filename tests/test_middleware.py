@@ -35,6 +35,7 @@ REQUEST_ID_ONLY = {
     "metrics_enabled": False,
     "tracing_enabled": False,
     "ratelimit_enabled": False,
+    "runtime_enabled": False,
 }
 
 

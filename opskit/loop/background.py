@@ -16,17 +16,16 @@ from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any
 
-import structlog
 from opentelemetry import trace
 from starlette.background import BackgroundTask
 
 from ..context import _request_id
+from .budget import logger
 from .labels import BoundedLabels
 from .metrics import RuntimeMetrics
 
 __all__ = ["BackgroundTaskRecorder", "install", "task_name", "uninstall"]
 
-log = structlog.get_logger("opskit.loop")
 _MAX_ERROR = 200
 
 Call = Callable[[BackgroundTask], Coroutine[Any, Any, None]]
@@ -57,7 +56,7 @@ class BackgroundTaskRecorder:
         label = self._names(task_name(func))
         if self._names.overflowed and not self._overflow_logged:
             self._overflow_logged = True
-            log.warning("background task names capped; further ones are labelled other", cap=self._names.cap)
+            logger().warning("background task names capped; further ones are labelled other", cap=self._names.cap)
         return label
 
     async def run(self, task: BackgroundTask, call: Call) -> None:
@@ -77,7 +76,7 @@ class BackgroundTaskRecorder:
             elapsed = perf_counter() - start
             failures.inc()
             duration.observe(elapsed)
-            log.error(
+            logger().error(
                 "background task failed",
                 task=name,
                 duration_ms=round(elapsed * 1000, 1),

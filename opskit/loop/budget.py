@@ -1,12 +1,20 @@
-"""A bounded rate of warning lines: a token bucket that counts what it refuses."""
+"""Warning lines of the feature: their logger, and a bounded rate (a token bucket that counts what it refuses)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from time import monotonic
+from typing import Any
 
-__all__ = ["LineBudget"]
+import structlog
+
+__all__ = ["LineBudget", "logger"]
+
+
+def logger() -> Any:
+    """``opskit.loop``'s structlog logger, resolved when a line is written (lines are rare; tests capture them)."""
+    return structlog.get_logger("opskit.loop")
 
 
 class LineBudget:

@@ -12,13 +12,11 @@ import asyncio
 import os
 import weakref
 
-import structlog
-
 from ..component import Component
 from ..routes import RouteTemplates
 from ..settings import Settings
 from . import background
-from .budget import LineBudget
+from .budget import LineBudget, logger
 from .lag import LagProbe
 from .metrics import RuntimeMetrics
 from .threadpool import ThreadPoolMonitor
@@ -26,7 +24,6 @@ from .watchdog import Watchdog
 
 __all__ = ["RuntimeComponent"]
 
-log = structlog.get_logger("opskit.loop")
 _running: weakref.WeakSet[RuntimeComponent] = weakref.WeakSet()
 
 
@@ -72,7 +69,7 @@ class RuntimeComponent(Component):
         try:
             self.threadpool.start()
         except Exception as exc:  # an anyio without this API: the rest still works
-            log.warning("thread pool not instrumented", exc_info=exc)
+            logger().warning("thread pool not instrumented", exc_info=exc)
         self.probe.start(loop)
         if self.watchdog is not None:
             self.watchdog.start(loop)

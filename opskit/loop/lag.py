@@ -14,14 +14,10 @@ import asyncio
 from collections.abc import Callable
 from time import monotonic
 
-import structlog
-
-from .budget import LineBudget
+from .budget import LineBudget, logger
 from .metrics import RuntimeMetrics
 
 __all__ = ["LagProbe"]
-
-log = structlog.get_logger("opskit.loop")
 
 
 class LagProbe:
@@ -83,4 +79,4 @@ class LagProbe:
                 sample(now)
         except Exception as exc:
             if self._errors.take() is not None:
-                log.error("event-loop probe failed; lag keeps being measured", exc_info=exc)
+                logger().error("event-loop probe failed; lag keeps being measured", exc_info=exc)

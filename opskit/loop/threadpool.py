@@ -18,14 +18,11 @@ from collections.abc import Callable
 from time import monotonic, perf_counter
 from typing import Any
 
-import structlog
-
-from .budget import LineBudget
+from .budget import LineBudget, logger
 from .metrics import RuntimeMetrics
 
 __all__ = ["ThreadPoolMonitor", "measure_waits"]
 
-log = structlog.get_logger("opskit.loop")
 _MEASURED = "_opskit_observe_wait"
 _classes: dict[type[Any], type[Any]] = {}
 
@@ -99,7 +96,7 @@ class ThreadPoolMonitor:
         if self._size is not None:
             limiter.total_tokens = self._size
         if not measure_waits(limiter, self._wait.observe):
-            log.warning("thread pool waits cannot be measured; the pool's gauges still are", limiter=repr(limiter))
+            logger().warning("thread pool waits cannot be measured; the pool's gauges still are", limiter=repr(limiter))
         self._limiter = limiter
         self._last = None
         self.sample(monotonic())
@@ -127,7 +124,7 @@ class ThreadPoolMonitor:
             if self._budget.take() is None:
                 self._suppressed.inc()
                 return
-            log.warning(
+            logger().warning(
                 "thread pool saturated",
                 busy=int(values[0]),
                 waiting=int(values[1]),

@@ -26,18 +26,14 @@ from time import monotonic
 from types import FrameType
 from typing import Any
 
-import structlog
-
 from ..context import _request_id
 from ..routes import RouteTemplates
-from .budget import LineBudget
+from .budget import LineBudget, logger
 from .lag import LagProbe
 from .metrics import NO_REQUEST, RuntimeMetrics
 from .stack import format_stack, frame_of_thread, scope_in
 
 __all__ = ["Culprit", "Watchdog", "culprit", "task_context", "task_frame"]
-
-log = structlog.get_logger("opskit.loop")
 
 
 @dataclass(slots=True)
@@ -161,7 +157,7 @@ class Watchdog:
             except Exception as exc:  # the feature degrades; the app goes on
                 wait = 1.0
                 if self._errors.take() is not None:
-                    log.error("event-loop watchdog failed; it keeps watching", exc_info=exc)
+                    logger().error("event-loop watchdog failed; it keeps watching", exc_info=exc)
             stop.wait(wait)
 
     def check(self, now: float) -> float:
@@ -206,7 +202,7 @@ class Watchdog:
         if dropped is None:
             self._suppressed.inc()
             return
-        log.warning(
+        logger().warning(
             "event loop blocked",
             blocked_ms=round(blocked * 1000),
             threshold_ms=round(self.threshold * 1000),
