@@ -20,10 +20,10 @@ from ..component import Component
 from ..settings import Settings
 from .background import BackgroundTaskRecorder, task_name
 from .budget import LineBudget
-from .component import RuntimeComponent
+from .component import LoopComponent
 from .labels import BoundedLabels
 from .lag import LagProbe
-from .metrics import RuntimeMetrics
+from .metrics import LoopMetrics
 from .stack import app_frames, format_stack, scope_in
 from .threadpool import ThreadPoolMonitor, measure_waits
 from .watchdog import Culprit, Watchdog, culprit
@@ -34,8 +34,8 @@ __all__ = [
     "Culprit",
     "LagProbe",
     "LineBudget",
-    "RuntimeComponent",
-    "RuntimeMetrics",
+    "LoopComponent",
+    "LoopMetrics",
     "ThreadPoolMonitor",
     "Watchdog",
     "app_frames",
@@ -54,7 +54,7 @@ def create_component(settings: Settings, app: object) -> Component | None:
     With the feature off, a set ``OPSKIT_THREADPOOL_SIZE`` still sizes the pool at startup.
     """
     if settings.runtime_enabled:
-        return RuntimeComponent(settings, app)
+        return LoopComponent(settings, app)
     if settings.threadpool_size is not None:
         return _PoolSizer(settings.threadpool_size)
     return None

@@ -22,7 +22,7 @@ from starlette.background import BackgroundTask
 from ..context import _request_id
 from .budget import logger
 from .labels import BoundedLabels
-from .metrics import RuntimeMetrics
+from .metrics import LoopMetrics
 
 __all__ = ["BackgroundTaskRecorder", "install", "task_name", "uninstall"]
 
@@ -46,7 +46,7 @@ def task_name(func: Any) -> str:
 class BackgroundTaskRecorder:
     """Times each task, counts its failures, and wraps it in a child span when tracing is on."""
 
-    def __init__(self, metrics: RuntimeMetrics, *, max_names: int, traced: bool) -> None:
+    def __init__(self, metrics: LoopMetrics, *, max_names: int, traced: bool) -> None:
         self._metrics = metrics
         self._names = BoundedLabels(max_names)
         self._tracer = trace.get_tracer("opskit.loop") if traced else None

@@ -18,21 +18,21 @@ from ..settings import Settings
 from . import background
 from .budget import LineBudget, logger
 from .lag import LagProbe
-from .metrics import RuntimeMetrics
+from .metrics import LoopMetrics
 from .threadpool import ThreadPoolMonitor
 from .watchdog import Watchdog
 
-__all__ = ["RuntimeComponent"]
+__all__ = ["LoopComponent"]
 
-_running: weakref.WeakSet[RuntimeComponent] = weakref.WeakSet()
+_running: weakref.WeakSet[LoopComponent] = weakref.WeakSet()
 
 
-class RuntimeComponent(Component):
+class LoopComponent(Component):
     """Event-loop lag, the blocked-loop watchdog, anyio's thread pool and BackgroundTasks of one app."""
 
-    def __init__(self, settings: Settings, app: object, metrics: RuntimeMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, app: object, metrics: LoopMetrics | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics if metrics is not None else RuntimeMetrics()
+        self.metrics = metrics if metrics is not None else LoopMetrics()
         budget = LineBudget(settings.runtime_warnings_per_minute)
         threshold = settings.runtime_blocked_threshold
         self.threadpool = ThreadPoolMonitor(

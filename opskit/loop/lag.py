@@ -15,7 +15,7 @@ from collections.abc import Callable
 from time import monotonic
 
 from .budget import LineBudget, logger
-from .metrics import RuntimeMetrics
+from .metrics import LoopMetrics
 
 __all__ = ["LagProbe"]
 
@@ -30,7 +30,7 @@ class LagProbe:
     def __init__(
         self,
         interval: float,
-        metrics: RuntimeMetrics,
+        metrics: LoopMetrics,
         *,
         late_after: float = float("inf"),
         samplers: tuple[Callable[[float], None], ...] = (),

@@ -7,7 +7,7 @@ from typing import Final
 from .. import metrics as _metrics
 from ..metrics.registry import CounterChild, HistogramChild, Registry
 
-__all__ = ["BACKGROUND_BUCKETS", "BLOCK_BUCKETS", "LAG_BUCKETS", "WAIT_BUCKETS", "RuntimeMetrics"]
+__all__ = ["BACKGROUND_BUCKETS", "BLOCK_BUCKETS", "LAG_BUCKETS", "WAIT_BUCKETS", "LoopMetrics"]
 
 LAG_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BLOCK_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -16,7 +16,7 @@ BACKGROUND_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 NO_REQUEST: Final = "__none__"
 
 
-class RuntimeMetrics:
+class LoopMetrics:
     """The event loop's lag and blocks, anyio's thread pool, BackgroundTasks.
 
     Labels are route templates (``__none__`` when the loop was blocked outside any request), capped

@@ -19,7 +19,7 @@ from time import monotonic, perf_counter
 from typing import Any
 
 from .budget import LineBudget, logger
-from .metrics import RuntimeMetrics
+from .metrics import LoopMetrics
 
 __all__ = ["ThreadPoolMonitor", "measure_waits"]
 
@@ -71,9 +71,7 @@ def measure_waits(limiter: Any, observe: Callable[[float], None]) -> bool:
 class ThreadPoolMonitor:
     """Samples the default limiter of the loop it was started on; warns once per saturation."""
 
-    def __init__(
-        self, metrics: RuntimeMetrics, *, size: int | None, saturated_after: float, budget: LineBudget
-    ) -> None:
+    def __init__(self, metrics: LoopMetrics, *, size: int | None, saturated_after: float, budget: LineBudget) -> None:
         self._metrics = metrics
         self._size = size
         self._saturated_after = saturated_after

@@ -30,7 +30,7 @@ from ..context import _request_id
 from ..routes import RouteTemplates
 from .budget import LineBudget, logger
 from .lag import LagProbe
-from .metrics import NO_REQUEST, RuntimeMetrics
+from .metrics import NO_REQUEST, LoopMetrics
 from .stack import format_stack, frame_of_thread, scope_in
 
 __all__ = ["Culprit", "Watchdog", "culprit", "task_context", "task_frame"]
@@ -98,7 +98,7 @@ class Watchdog:
     def __init__(
         self,
         probe: LagProbe,
-        metrics: RuntimeMetrics,
+        metrics: LoopMetrics,
         routes: RouteTemplates,
         *,
         threshold: float,

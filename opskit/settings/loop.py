@@ -7,7 +7,7 @@ from pydantic import Field
 from ._base import SettingsSection
 
 
-class RuntimeSettings(SettingsSection):
+class LoopSettings(SettingsSection):
     """Knobs of ``opskit.loop``: how the event loop, anyio's thread pool and BackgroundTasks are watched."""
 
     runtime_enabled: bool = Field(

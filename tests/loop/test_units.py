@@ -26,7 +26,7 @@ from opskit.loop import (
     BoundedLabels,
     LagProbe,
     LineBudget,
-    RuntimeMetrics,
+    LoopMetrics,
     Watchdog,
     format_stack,
     measure_waits,
@@ -232,7 +232,7 @@ class LoopInThread:
 
     def __init__(self, *, threshold: float = 0.1, per_minute: int = 60) -> None:
         self.registry = Registry(None)
-        self.metrics = RuntimeMetrics(self.registry)
+        self.metrics = LoopMetrics(self.registry)
         self.probe = LagProbe(0.02, self.metrics, late_after=threshold)
         self.watchdog = Watchdog(
             self.probe,
