@@ -104,8 +104,10 @@ class ThreadPoolMonitor:
         limiter = self._limiter
         if limiter is None:
             return
-        stats = limiter.statistics()
-        values = (float(stats.borrowed_tokens), float(stats.tasks_waiting), float(stats.total_tokens))
+        busy, size = limiter.borrowed_tokens, limiter.total_tokens
+        # Calls wait only when every token is out: the statistics (a tuple of borrowers) only then.
+        waiting = limiter.statistics().tasks_waiting if busy >= size else 0
+        values = (float(busy), float(waiting), float(size))
         if values != self._last:
             self._last = values
             self._busy.set(values[0])
