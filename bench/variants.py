@@ -12,7 +12,7 @@ from typing import Literal
 Family = Literal["bare", "opskit", "peer", "reference"]
 Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis"]
 
-OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health")
+OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,13 @@ VARIANTS: tuple[Variant, ...] = (
     _v("opskit-metrics", "opskit", "opskit, Prometheus metrics only", {"metrics"}, {"metrics"}),
     _v("opskit-tracing", "opskit", "opskit, tracing only (100 % sampled)", {"tracing"}, {"spans"}),
     _v("opskit-ratelimit", "opskit", "opskit, Redis token bucket only", {"ratelimit"}, {"redis"}),
+    _v(
+        "opskit-runtime",
+        "opskit",
+        "opskit, runtime health only (loop lag, blocked-loop watchdog, thread pool, background tasks)",
+        {"runtime"},
+        set(),
+    ),
     _v(
         "opskit-all",
         "opskit",

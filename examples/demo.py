@@ -6,6 +6,7 @@ Try it::
     curl -i -X POST localhost:8000/items -H 'content-type: application/json' -d '{"name": "lamp"}'
     curl -i localhost:8000/slow?seconds=1.5          # a slow endpoint (latency histogram)
     curl -i localhost:8000/error                     # an unhandled exception: 500 with a request ID
+    curl -i localhost:8000/blocking                  # blocks the event loop: a warning names it, with its stack
     for i in $(seq 8); do curl -s -o /dev/null -w '%{http_code} ' localhost:8000/limited; done  # 200s, then 429
     curl localhost:8000/metrics; curl localhost:8000/healthz; curl localhost:8000/readyz
 """
@@ -13,6 +14,7 @@ Try it::
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 from pydantic import BaseModel, Field
@@ -49,7 +51,10 @@ def _index(item: Item) -> None:
 @app.get("/")
 async def index() -> dict[str, object]:
     """What the demo offers."""
-    return {"service": "opskit demo", "routes": ["/items/{item_id}", "/items", "/slow", "/error", "/limited"]}
+    return {
+        "service": "opskit demo",
+        "routes": ["/items/{item_id}", "/items", "/slow", "/blocking", "/error", "/limited"],
+    }
 
 
 @app.get("/items/{item_id}")
@@ -77,6 +82,18 @@ async def slow(seconds: float = 1.0) -> dict[str, float]:
     seconds = min(max(seconds, 0.0), 10.0)
     await asyncio.sleep(seconds)
     return {"slept": seconds}
+
+
+@app.get("/blocking")
+async def blocking(seconds: float = 0.15) -> dict[str, float]:
+    """Block the worker's event loop for ``seconds`` (at most 1): what a sync call in ``async def`` does.
+
+    Every other request of this worker waits meanwhile; opskit's watchdog writes one warning naming
+    this route, the request ID and this line.
+    """
+    seconds = min(max(seconds, 0.0), 1.0)
+    time.sleep(seconds)  # noqa: ASYNC251 (on purpose)
+    return {"blocked": seconds}
 
 
 @app.get("/error")

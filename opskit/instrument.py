@@ -26,7 +26,7 @@ def _factories() -> list[Factory]:
     Request IDs come first (every other feature sees the ID), the access log last (it sees what
     every other feature added to the request).
     """
-    from . import health, request_ids
+    from . import health, loop, request_ids
     from .logging import access
     from .metrics import component as metrics
     from .ratelimit import component as ratelimit
@@ -38,6 +38,7 @@ def _factories() -> list[Factory]:
         tracing.create_component,
         metrics.create_component,
         ratelimit.create_component,
+        loop.create_component,
         access.create_component,
     ]
 

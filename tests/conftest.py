@@ -12,6 +12,7 @@ import structlog
 
 import opskit.runtime
 from opskit import health
+from opskit.loop import background
 from tests.servers import RedisServer, redis_server
 
 
@@ -24,15 +25,16 @@ def redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(autouse=True)
 def _clean_opskit_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts with no runtime, no readiness checks, no shutdown mark, default structlog and
-    no frozen objects (an app's lifespan freezes the GC's objects; the test process must still
-    collect them)."""
+    """Each test starts with no runtime, no readiness checks, no shutdown mark, default structlog, no
+    frozen objects (an app's lifespan freezes the GC's objects; the test process must still collect
+    them) and BackgroundTask unwrapped."""
     monkeypatch.setattr(opskit.runtime, "_current", None)
     health.reset()
     yield
     health.reset()
     structlog.reset_defaults()
     gc.unfreeze()
+    background.uninstall()  # the BackgroundTask wrapper is process-wide
 
 
 LogReader = Callable[[], list[dict[str, Any]]]

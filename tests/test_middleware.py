@@ -42,6 +42,7 @@ REQUEST_ID_ONLY = {
     "metrics_enabled": False,
     "tracing_enabled": False,
     "ratelimit_enabled": False,
+    "runtime_enabled": False,
 }
 
 

@@ -100,9 +100,16 @@ class RedisNode:
             return
         pool = self.client.connection_pool
         count = min(getattr(pool, "max_connections", 1), _PREFILLED_CONNECTIONS)
-        opened = await asyncio.gather(*(pool.get_connection() for _ in range(count)), return_exceptions=True)
-        for connection in opened:
-            if not isinstance(connection, BaseException):
+        held: list[Any] = []
+
+        async def take() -> None:
+            held.append(await pool.get_connection())
+
+        try:
+            await asyncio.gather(*(take() for _ in range(count)), return_exceptions=True)
+        finally:
+            # Also when the warm-up is cancelled (the backend closing): every connection taken goes back.
+            for connection in held:
                 await pool.release(connection)
 
     async def close(self) -> None:

@@ -355,10 +355,12 @@ class RedisBackend:
 
     async def close(self) -> None:
         """Stop batches and warm-ups in flight, then close every client, channel and pool."""
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks:  # a cancelled task may hand work it abandons to the set: until none is left
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.difference_update(tasks)
         target = self.target
         if isinstance(target, RedisNode):
             await target.close()

@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from ._base import ENV_PREFIX, ConfigError
 from .core import CoreSettings
+from .loop import LoopSettings
 from .metrics import MetricsSettings
 from .ratelimit import RateLimitSettings
 from .serving import ServingSettings
@@ -23,7 +24,7 @@ from .tracing import TracingSettings
 __all__ = ["ConfigError", "Settings", "env_name", "env_vars", "load_settings"]
 
 
-class Settings(ServingSettings, RateLimitSettings, TracingSettings, MetricsSettings, CoreSettings):
+class Settings(LoopSettings, ServingSettings, RateLimitSettings, TracingSettings, MetricsSettings, CoreSettings):
     """Every opskit setting. Build it with :func:`load_settings` to get readable errors."""
 
 

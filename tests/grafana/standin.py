@@ -40,6 +40,8 @@ class Request:
             "policy": "default",
             "decision": "limited" if self.status == "429" else "allowed",
             "reason": "timeout",
+            "task": "send_receipt",
+            "kind": "blocked",
         }
         return values[name]
 

@@ -77,6 +77,8 @@ def _drive(base: str, seconds: float) -> set[int]:
                 headers = {"connection": "close"} if path == "/error" else {}
                 statuses.add(client.get(path, headers=headers).status_code)
             statuses.add(slow.result().status_code)
+            statuses.add(client.get("/blocking").status_code)
+            statuses.add(client.post("/items", json={"name": "lamp"}).status_code)  # a background task
             time.sleep(0.2)
     return statuses
 
@@ -109,6 +111,7 @@ def scraped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
             assert {200, 404, 429, 500} <= statuses, statuses
             prom.wait_for('opskit:http_request_errors:ratio_rate5m{service="opskit-demo"} > 0')
             prom.wait_for('opskit:http_request_slow:ratio_rate5m{service="opskit-demo"} > 0')
+            prom.wait_for('rate(opskit_event_loop_blocked_total{route="/blocking"}[15s]) > 0')
             yield prom
     finally:
         app.close()

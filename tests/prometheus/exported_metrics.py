@@ -48,6 +48,17 @@ EXPORTED = (
     Metric("opskit_trace_spans_exported_total", "counter", ()),
     Metric("opskit_trace_export_failures_total", "counter", ("reason",)),
     Metric("opskit_trace_spans_dropped_total", "counter", ("reason",)),
+    Metric("opskit_event_loop_lag_seconds", "histogram", ()),
+    Metric("opskit_event_loop_current_lag_seconds", "gauge", ()),
+    Metric("opskit_event_loop_blocked_total", "counter", ("route",)),
+    Metric("opskit_event_loop_blocked_seconds", "histogram", ()),
+    Metric("opskit_runtime_warnings_suppressed_total", "counter", ("kind",)),
+    Metric("opskit_threadpool_busy_threads", "gauge", ()),
+    Metric("opskit_threadpool_waiting_tasks", "gauge", ()),
+    Metric("opskit_threadpool_max_threads", "gauge", ()),
+    Metric("opskit_threadpool_wait_seconds", "histogram", ()),
+    Metric("opskit_background_task_duration_seconds", "histogram", ("task",)),
+    Metric("opskit_background_task_failures_total", "counter", ("task",)),
 )
 
 EXTERNAL = (
