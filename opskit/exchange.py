@@ -22,8 +22,8 @@ class Exchange:
     """One HTTP request (or websocket connection) and its response, as the middleware saw them.
 
     Only facts shared across features live here: when it started and ended, its status and
-    response size, its request ID, route template and client, the exception that escaped the
-    app, the sampled trace it belongs to (``trace_id``/``span_id``, read by the access log and
+    response size, its request ID, route template and client, whether the client left before the
+    response was complete (``disconnected``), the exception that escaped the app, the sampled trace it belongs to (``trace_id``/``span_id``, read by the access log and
     metric exemplars) and ``annotations``, fields features add to the request's access-log line.
     Data private to one component goes in :attr:`state`, keyed by that component.
     """
@@ -38,6 +38,7 @@ class Exchange:
     trace_id: str | None = None
     span_id: str | None = None
     annotations: dict[str, Any] | None = None
+    disconnected = False
     _client: str | None | bool = False
 
     def __init__(self, scope: Scope, runtime: Runtime) -> None:

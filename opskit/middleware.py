@@ -28,8 +28,10 @@ from .request_ids import RequestIdComponent
 from .runtime import Runtime
 from .throttle import ThrottledLog
 
-__all__ = ["OpskitMiddleware"]
+__all__ = ["DISCONNECTED", "OpskitMiddleware"]
 
+#: The status recorded for a request whose client left before its response was complete (as nginx).
+DISCONNECTED = 499
 _INTERNAL_ERROR = b"Internal Server Error"
 _UNAVAILABLE = b"Service Unavailable"
 _PER_REQUEST = ("request_started", "admit", "response_started", "request_finished", "request_closed")
@@ -136,11 +138,15 @@ class OpskitMiddleware:
         on_response = self._on_response
         finish = self._finish
 
+        sent_all = False  # the last body message is on its way: a disconnect now is the normal end
+
         async def send_wrapper(message: Message) -> None:
+            nonlocal sent_all
             kind = message["type"]
             if kind == "http.response.body":
                 ex.response_bytes += len(message.get("body", b""))
                 if not message.get("more_body", False):
+                    sent_all = True
                     await send(message)
                     finish(ex)
                     return
@@ -154,10 +160,17 @@ class OpskitMiddleware:
                 if ex.response_headers:
                     message = {**message, "headers": [*message.get("headers", ()), *ex.response_headers]}
             elif kind == "http.response.pathsend":
+                sent_all = True
                 await send(message)
                 finish(ex)
                 return
             await send(message)
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "http.disconnect" and not sent_all:
+                ex.disconnected = True
+            return message
 
         try:
             for component, hook in self._on_start:
@@ -172,9 +185,9 @@ class OpskitMiddleware:
                     self._hook_failed(component, "admit", exc)
                     continue
                 if answer is not None:
-                    await answer(scope, receive, send_wrapper)
+                    await answer(scope, receive_wrapper, send_wrapper)
                     return
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         except Exception as exc:
             ex.exception = exc
             self._log_unhandled(scope, exc)
@@ -188,6 +201,10 @@ class OpskitMiddleware:
                 await self._unavailable(send_wrapper)
         finally:
             if not ex.end:
+                # A response begun but never completed: the server dropped it (uvicorn drops what is
+                # sent after the client left) or a streaming response stopped on the disconnect.
+                if ex.status and ex.exception is None:
+                    ex.disconnected = True
                 finish(ex)
             for component, hook in self._on_close:  # inlined like _run: one call less per request
                 try:
@@ -228,6 +245,10 @@ class OpskitMiddleware:
         if ex.end:
             return
         ex.end = perf_counter()
+        if ex.disconnected:
+            # Recorded as nginx does: 499, with the status the app chose and the bytes it got to send.
+            ex.annotate(outcome="client_disconnected", response_status=ex.status)
+            ex.status = DISCONNECTED
         if not self._on_finish:
             return
         ex.route = self.routes.resolve(ex.scope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 
@@ -102,3 +103,50 @@ class TestServerProxyHeaders:
         """uvicorn --no-proxy-headers leaves them to opskit: nothing to warn about."""
         lines = _startup_lines("--no-proxy-headers")
         assert lines and not [line for line in lines if "applies X-Forwarded-For" in str(line["event"])]
+
+
+@pytest.mark.slow
+class TestClientDisconnects:
+    def test_a_client_gone_midway_is_recorded_as_a_disconnect(self) -> None:
+        """A stream the client abandons and a request whose client left before the answer are logged
+        as 499 with outcome client_disconnected and the bytes actually handed to the server."""
+        import threading
+        import time
+
+        sock = listening_socket()
+        port = sock.getsockname()[1]
+        proc = Background(
+            [sys.executable, "-m", "uvicorn", "tests.apps.served:app", "--fd", str(sock.fileno())],
+            env={"PYTHONUNBUFFERED": "1"},
+            pass_fds=[sock.fileno()],
+        )
+        sock.close()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for_port(port)
+            with httpx.stream("GET", base + "/long-stream", headers={"X-Request-ID": "gone-stream"}) as r:
+                got = 0
+                for chunk in r.iter_raw():
+                    got += len(chunk)
+                    if got > 3000:
+                        break  # the client leaves after 3 of 50 KiB
+
+            def impatient() -> None:
+                with contextlib.suppress(httpx.TimeoutException):
+                    httpx.get(base + "/long-poll", headers={"X-Request-ID": "gone-poll"}, timeout=0.3)
+
+            waiter = threading.Thread(target=impatient)
+            waiter.start()
+            waiter.join(5)
+            assert httpx.get(base + "/long-stream", headers={"X-Request-ID": "complete"}).status_code == 200
+            time.sleep(1.0)  # the abandoned requests end on their own
+            proc.stop()
+            lines = [orjson.loads(line) for line in proc.stdout().splitlines()]
+        finally:
+            proc.close()
+        access = {line["request_id"]: line for line in lines if line.get("logger") == "opskit.access"}
+        stream, poll, complete = access["gone-stream"], access["gone-poll"], access["complete"]
+        assert (stream["status"], stream["outcome"], stream["response_status"]) == (499, "client_disconnected", 200)
+        assert 3000 <= stream["response_bytes"] < 50 * 1024
+        assert (poll["status"], poll["outcome"]) == (499, "client_disconnected")
+        assert (complete["status"], complete.get("outcome"), complete["response_bytes"]) == (200, None, 50 * 1024)

@@ -114,6 +114,23 @@ def create(instrumented: bool = True, **overrides: Any) -> FastAPI:
         await asyncio.sleep(seconds)
         return {"slept": seconds}
 
+    @app.get("/long-stream")
+    async def long_stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(50):  # 50 x 1 KiB, 20 ms apart
+                await asyncio.sleep(0.02)
+                yield b"x" * 1023 + b"\n"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    @app.get("/long-poll")
+    async def long_poll(request: Request) -> dict[str, bool]:
+        for _ in range(100):
+            if await request.is_disconnected():
+                break
+            await asyncio.sleep(0.02)
+        return {"done": True}
+
     @app.websocket("/ws")
     async def ws(websocket: WebSocket) -> None:
         await websocket.accept()
