@@ -6,6 +6,8 @@ and health endpoints as one pure ASGI middleware.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from ._logging import configure_logging, get_logger
 from .component import Component
 from .context import request_id
@@ -15,7 +17,10 @@ from .instrument import instrument, wrap
 from .middleware import OpskitMiddleware
 from .settings import ConfigError, Settings, load_settings
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("opskit-asgi")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Component",

@@ -9,11 +9,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from .settings import ConfigError, Settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="opskit", description="Serve and inspect opskit-instrumented ASGI apps.")
+    parser.add_argument("--version", action="version", version=f"opskit-asgi {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     overrides = argparse.ArgumentParser(add_help=False)

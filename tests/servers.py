@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,8 @@ from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = ROOT / ".tools" / "bin"
+# The console scripts of the environment running the tests (`make` keeps one venv per Python).
+SCRIPTS = Path(sys.executable).parent
 
 
 def which(program: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, Background, free_port, wait_for_port, which
+from tests.servers import ROOT, SCRIPTS, Background, free_port, wait_for_port, which
 from tests.serving.processes import json_lines
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -110,7 +110,7 @@ class TestHardening:
         assert stage.env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
         assert stage.env["HOME"] == stage.env["TMPDIR"] == "/tmp"
         assert stage.expose == [stage.env["PORT"]]
-        assert (stage.entrypoint + stage.cmd)[:2] == ["opskit", "serve"]
+        assert (stage.entrypoint + stage.cmd)[:2] == ["opskit-asgi", "serve"]
         assert stage.healthcheck[:2] == ["python", "-c"] and "/healthz" in stage.healthcheck[2]
 
     def test_no_compilers_in_final_stage(self) -> None:
@@ -130,7 +130,7 @@ class TestContainerCommand:
     def test_image_command_serves_health(self, tmp_path: Path) -> None:
         """The image's ENTRYPOINT + CMD, with its ENV and WORKDIR contents, serves /healthz; HEALTHCHECK passes."""
         stage = final_stage()
-        venv_bin = str(ROOT / ".venv" / "bin")
+        venv_bin = str(SCRIPTS)
         env = {key: value.replace("/opt/venv/bin", venv_bin) for key, value in stage.env.items()}
         env["PATH"] = env["PATH"].replace("$PATH", os.environ["PATH"])
         port = free_port()
