@@ -88,4 +88,4 @@ demo: $(RUNTIME_STAMP)
 		$(VENV)/bin/opskit-asgi serve examples.demo:app
 
 clean:
-	rm -rf .venv-* dist .tools .mypy_cache .pytest_cache .ruff_cache
+	rm -rf .venv .venv-* dist .tools .mypy_cache .pytest_cache .ruff_cache
