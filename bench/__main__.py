@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench import extras, instructions, machine, profile, report, runner
+from bench.processes import RedisServer
 from bench.servers import LOAD_CPU, Unavailable, private_redis
 from bench.variants import BY_NAME, Variant, select
-from tests.servers import RedisServer
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 # The runs beside the main table are single long runs, not paired bursts.

@@ -68,7 +68,7 @@ def base_app(extra_routes: int = 0) -> FastAPI:
 
 
 def unavailable(reason: str) -> NoReturn:
-    """Stop the server process: the variant's feature is not built yet."""
+    """Stop the server process: the variant's feature is unavailable in this build."""
     print(f"{UNAVAILABLE_MARK} {reason}", file=sys.stderr, flush=True)
     raise SystemExit(UNAVAILABLE_EXIT)
 
@@ -81,11 +81,11 @@ def use_dropping_exporter_in_opskit() -> str | None:
     Returns why it could not, or None.
     """
     try:
-        pipeline = importlib.import_module("opskit.tracing._pipeline")
+        pipeline = importlib.import_module("opskit.tracing.pipeline")
     except ImportError as exc:
         return f"opskit.tracing is not there ({exc})"
     if not callable(getattr(pipeline, "build_exporter", None)):
-        return "opskit.tracing._pipeline.build_exporter, where the bench plugs its exporter, is gone"
+        return "opskit.tracing.pipeline.build_exporter, where the bench plugs its exporter, is gone"
     marker = os.environ.get("BENCH_SPAN_MARKER")
     setattr(pipeline, "build_exporter", lambda settings: DroppingSpanExporter(marker))  # noqa: B010
     return None

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import wrk
+from bench.processes import RedisServer
 from bench.runner import Options, Status, Summary, log, tree_cpu_seconds
 from bench.servers import LOAD_CPU, SERVER_CPU, app_server, private_redis, redis_benchmark_evalsha
 from bench.variants import BY_NAME
-from tests.servers import RedisServer
 
 SCALING_VARIANTS = ("opskit-all", "bare")
 SCRAPE_VARIANTS = ("opskit-metrics", "peer-instrumentator")

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.processes import RedisServer, which
 from bench.servers import AppServer, Unavailable, app_server, private_redis
 from bench.variants import BY_NAME, Variant, select
-from tests.servers import RedisServer, which
 
 __all__ = ["InstructionCount", "count", "measure_all"]
 

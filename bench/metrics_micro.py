@@ -33,11 +33,12 @@ def opskit_component(directory: str | None) -> float:
     from opskit.exchange import Exchange
     from opskit.metrics.component import MetricsComponent
     from opskit.metrics.registry import Registry
+    from opskit.runtime import Runtime
     from opskit.settings import load_settings
 
-    settings = load_settings(prometheus_multiproc_dir=directory)
+    runtime = Runtime(load_settings(prometheus_multiproc_dir=directory))
     registry = Registry(directory)
-    component = MetricsComponent(settings, object(), registry)
+    component = MetricsComponent(runtime, registry)
     scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
@@ -90,13 +91,14 @@ def scrape_ms(directory: str, workers: int = 16, routes: int = 50) -> float:
     from opskit.metrics.component import MetricsComponent
     from opskit.metrics.exposition import render
     from opskit.metrics.registry import Registry
+    from opskit.runtime import Runtime
     from opskit.settings import load_settings
 
-    settings = load_settings(prometheus_multiproc_dir=directory)
+    runtime = Runtime(load_settings(prometheus_multiproc_dir=directory))
     registries = []
     for _ in range(workers):  # each registry writes a file of its own, as a worker would
         registry = Registry(directory)
-        component = MetricsComponent(settings, object(), registry)
+        component = MetricsComponent(runtime, registry)
         for r in range(routes):
             for status in (200, 404, 500):
                 ex = Exchange({"type": "http", "method": "GET", "path": "/", "headers": []}, None)  # type: ignore[arg-type]

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import wrk
+from bench.processes import RedisServer
 from bench.runner import Options
 from bench.servers import LOAD_CPU, app_server
 from bench.variants import Variant
-from tests.servers import RedisServer
 
 TOP = 15
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")

@@ -148,7 +148,7 @@ def targets_table(report: Report) -> list[str]:
     bare = report.row("bare")
     lines = [
         "| target | opskit ratio (IQR) | goal | verdict | opskit CPU-time ratio | opskit instruction ratio "
-        "| peer ratio (this run) | peers (issue 8) |",
+        "| peer ratio (this run) | peers (reference run) |",
         "|---|---:|---|---|---:|---:|---|---|",
     ]
     for target in TARGETS:
@@ -166,7 +166,7 @@ def targets_table(report: Report) -> list[str]:
         if row is None or bare is None or not bare.measured:
             verdict = "not run"
         elif not row.measured:
-            verdict = "n/a (not built yet)"
+            verdict = "n/a (feature unavailable)"
         else:
             opskit_ratio = f"{row.ratio:.2f} ({_range(row.ratio_spread)})"
             cpu_ratio = f"{row.cpu_ratio:.2f} ({judge(row.cpu_ratio, row.cpu_ratio_spread, target.min_ratio)})"
@@ -175,14 +175,14 @@ def targets_table(report: Report) -> list[str]:
         instr_ratio = f"{instr:.3f} ({'pass' if instr >= target.min_ratio else 'miss'})" if instr else "–"
         lines.append(
             f"| {target.label} | {opskit_ratio} | {goal} | {verdict} | {cpu_ratio} | {instr_ratio} | {peer_text} "
-            f"| {target.issue_peer_ratios} |"
+            f"| {target.reference_peer_ratios} |"
         )
     for scaling in report.scaling:
         if scaling.variant != "opskit-all":
             continue
         if not scaling.ratios:
             lines.append(
-                f"| gunicorn 2 workers vs 1, all on | – | >= {SCALING_TARGET}x | n/a (not built yet) | | | | |"
+                f"| gunicorn 2 workers vs 1, all on | – | >= {SCALING_TARGET}x | n/a (feature unavailable) | | | | |"
             )
             continue
         verdict = (
@@ -218,7 +218,7 @@ def method(report: Report) -> list[str]:
         "- Before measuring, each variant is started once and probed: 20 requests must answer 200 and every "
         "feature must leave its trace (X-Request-ID header, an access-log line on stdout, `/metrics` series, "
         "a span reaching the exporter, one Redis script call per request). An opskit variant whose feature is "
-        "missing is reported n/a (not built yet) instead of being measured as if it worked.",
+        "missing is reported n/a (feature unavailable) instead of being measured as if it worked.",
         "- Paired bursts: each ratio to bare comes from bare and the variant loaded in turn, a burst or two "
         "apart, so that any drift of the machine's speed slower than a pair (other work on a shared host comes "
         "and goes over seconds to minutes) cancels in the pair's ratio. Each session starts a fresh bare "
@@ -250,7 +250,7 @@ def method(report: Report) -> list[str]:
         "= median over pairs of bare's CPU µs/req ÷ the variant's, judged against the goal like the throughput "
         "ratio (with its own IQR). Other work on the server's core lowers req/s but hardly changes CPU time per "
         "request, so this ratio is the steadier estimate of the throughput ratio a quiet machine would show. "
-        "Verdicts use the throughput ratio, as issue 8 states.",
+        "Verdicts use the throughput ratio.",
         "- Access logs go to the server's real stdout, redirected to a file (as a pipe or file in production). "
         "Tracing: 100 % sampled, `BatchSpanProcessor` to an exporter that drops the spans (same for opskit and "
         "the OTel instrumentation). Limiters: the same never-reached limit, against the same private Redis "
@@ -378,7 +378,7 @@ def limiter_section(report: Report) -> list[str]:
             f"{s.redis_per_request:.2f} |"
         )
     if not limiter.rows:
-        why = "not in this run's variants" if report.row("opskit-ratelimit") is None else "n/a (not built yet)"
+        why = "not in this run's variants" if report.row("opskit-ratelimit") is None else "n/a (feature unavailable)"
         lines.append(f"| opskit-ratelimit | {why} | | | |")
     return [*lines, ""]
 
@@ -427,7 +427,7 @@ def render(report: Report) -> str:
         "",
         *method(report),
         "",
-        "## Targets (issue 8)",
+        "## Targets",
         "",
         *targets_table(report),
         "",

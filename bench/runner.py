@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from bench import wrk
+from bench.processes import RedisServer
 from bench.servers import (
     LOAD_CPU,
     SERVER_CPU,
@@ -25,7 +26,6 @@ from bench.servers import (
     redis_calls,
 )
 from bench.variants import BY_NAME, Variant
-from tests.servers import RedisServer
 
 PROBE_REQUESTS = 20
 # After a burst, the loaded server counts as drained once it used under 5 % of a CPU over 20 ms
@@ -198,7 +198,7 @@ def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, r
 def check(variant: Variant, redis: RedisServer) -> Status:
     """Start ``variant``, send a few requests, and look for the evidence of each of its features.
 
-    An opskit variant that cannot be built or leaves no trace of a feature is "n/a" (not built yet);
+    An opskit variant that cannot be built or leaves no trace of a feature is "n/a" (feature unavailable);
     a bare or peer variant in that state is an "error" of the harness, reported, not measured.
     """
     before = redis_calls(redis)
@@ -208,7 +208,7 @@ def check(variant: Variant, redis: RedisServer) -> Status:
     except Unavailable as exc:
         if variant.family != "opskit":
             return Status("error", f"did not start: {exc}")
-        return Status("n/a", f"not built yet: {exc}")
+        return Status("n/a", f"feature unavailable: {exc}")
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         return Status("error", f"{type(exc).__name__}: {exc}")
     if not missing:
@@ -217,7 +217,7 @@ def check(variant: Variant, redis: RedisServer) -> Status:
         return Status("error", "misconfigured, missing: " + "; ".join(missing))
     if variant.name == "opskit-all":
         return Status("partial", "measured without: " + "; ".join(missing))
-    return Status("n/a", "not built yet: " + "; ".join(missing))
+    return Status("n/a", "feature unavailable: " + "; ".join(missing))
 
 
 def server_cpu_seconds(pid: int) -> float:

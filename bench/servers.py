@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.apps import UNAVAILABLE_MARK
+from bench.processes import Background, RedisServer, free_port, which
 from bench.variants import NEVER_REJECTING_LIMIT, Variant
-from tests.servers import Background, RedisServer, free_port, which
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0

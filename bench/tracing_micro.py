@@ -34,7 +34,7 @@ import opskit
 import opskit.tracing
 from bench import asgi_driver
 from bench.asgi_driver import http_scope
-from opskit.tracing import _pipeline
+from opskit.tracing import pipeline
 
 ONLY_TRACING = {
     "request_id_enabled": False,
@@ -78,7 +78,7 @@ def make(variant: str) -> Any:
     if variant == "opskit_off":  # the opskit middleware with no component at all
         return opskit.instrument(app, tracing_enabled=False, **ONLY_TRACING)
     if variant == "opskit_tracing":
-        _pipeline.build_exporter = lambda settings: NullExporter()
+        pipeline.build_exporter = lambda settings: NullExporter()
         return opskit.instrument(app, traces_exporter="otlp", bsp_max_queue_size=65536, **ONLY_TRACING)
     if variant == "otel_asgi":
         return OpenTelemetryMiddleware(app, tracer_provider=provider())
@@ -113,14 +113,14 @@ VARIANTS = [
 
 def hooks_only(n: int, traceparent: bool) -> float:
     """The tracing component's three hooks on a bare Exchange: its own cost, without any app."""
-    from opskit.client_ip import ProxyResolver
     from opskit.exchange import Exchange
+    from opskit.runtime import Runtime
     from opskit.settings import load_settings
 
-    _pipeline.build_exporter = lambda settings: NullExporter()
-    component = opskit.tracing.create_component(load_settings(traces_exporter="otlp", bsp_max_queue_size=65536))
+    pipeline.build_exporter = lambda settings: NullExporter()
+    runtime = Runtime(load_settings(traces_exporter="otlp", bsp_max_queue_size=65536))
+    component = opskit.tracing.create_component(runtime)
     assert component is not None
-    proxies = ProxyResolver(())
     headers = [(b"host", b"bench"), (b"user-agent", b"bench/1"), (b"accept", b"*/*")]
     if traceparent:
         headers.append((b"traceparent", TRACEPARENT))
@@ -128,7 +128,7 @@ def hooks_only(n: int, traceparent: bool) -> float:
              "headers": headers, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}  # fmt: skip
 
     def request(traced: bool) -> None:
-        ex = Exchange(scope, proxies)
+        ex = Exchange(scope, runtime)
         if traced:
             component.request_started(ex)
         ex.status = 200
@@ -154,7 +154,7 @@ def encoding(n: int, direct: bool) -> float:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-    from opskit.tracing._otlp import RequestSpanEncoder
+    from opskit.tracing.otlp import RequestSpanEncoder
 
     attributes: dict[str, Any] = {
         "http.request.method": "GET",
@@ -175,13 +175,13 @@ def encoding(n: int, direct: bool) -> float:
             resource,
             {**attributes, "url.path": f"/items/{i}", "request_id": f"{i:032x}"},
             kind=SpanKind.SERVER,
-            instrumentation_scope=_pipeline.SCOPE,
+            instrumentation_scope=pipeline.SCOPE,
             start_time=1,
             end_time=2,
         )
         for i in range(512)
     ]
-    encoder = RequestSpanEncoder(_pipeline.SCOPE)
+    encoder = RequestSpanEncoder(pipeline.SCOPE)
     rounds = max(1, n // 512)
     start = time.process_time()
     for _ in range(rounds):

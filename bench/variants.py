@@ -77,13 +77,13 @@ NEVER_REJECTING_LIMIT = "1000000000/second"
 
 @dataclass(frozen=True)
 class Target:
-    """A row of the issue's target table: an opskit variant, its goal and the peers it is compared with."""
+    """A row of the target table: an opskit variant, its goal and the peers it is compared with."""
 
     label: str
     variant: str
     min_ratio: float
     peers: tuple[str, ...]
-    issue_peer_ratios: str
+    reference_peer_ratios: str
 
 
 TARGETS: tuple[Target, ...] = (

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.servers import which
+from bench.processes import which
 
 _REPORT = r"""
 done = function(summary, latency, requests)

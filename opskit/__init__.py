@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from ._logging import configure_logging, get_logger
 from .component import Component
 from .context import request_id
 from .exchange import Exchange
 from .health import add_readiness_check, begin_shutdown, is_shutting_down
 from .instrument import instrument, wrap
+from .logging import configure_logging, get_logger
 from .middleware import OpskitMiddleware
+from .runtime import Runtime
 from .settings import ConfigError, Settings, load_settings
 
 try:
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "Exchange",
     "OpskitMiddleware",
+    "Runtime",
     "Settings",
     "__version__",
     "add_readiness_check",

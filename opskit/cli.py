@@ -10,7 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .settings import ConfigError, Settings, load_settings
+from .runtime import Runtime, build_runtime
+from .settings import ConfigError, Settings
+
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,12 +94,11 @@ def _serve_dev(app: str, settings: Settings) -> int:
     return 0
 
 
-def _serve(app: str, settings: Settings) -> int:
+def _serve(app: str, runtime: Runtime) -> int:
     from .serving.application import GunicornApplication
-    from .serving.options import gunicorn_options, use_settings
+    from .serving.options import gunicorn_options
 
-    use_settings(settings)
-    GunicornApplication(app, gunicorn_options(settings)).run()
+    GunicornApplication(app, gunicorn_options(runtime)).run()
     return 0
 
 
@@ -106,9 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = _overrides(args)
     serving = args.command == "serve"
     try:
-        settings = load_settings(**overrides)
+        runtime = build_runtime(**overrides)
     except ConfigError as exc:
         return _fail(str(exc), as_json=serving)
+    settings = runtime.settings
     if not serving:
         return _config(settings, overrides)
     # Like `python -m`, the current directory is importable: `opskit serve app:app` finds ./app.py.
@@ -116,4 +119,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.path.insert(0, os.getcwd())
     if args.dev:
         return _serve_dev(args.app, settings)
-    return _serve(args.app, settings)
+    return _serve(args.app, runtime)

@@ -74,7 +74,7 @@ class ProxyResolver:
             return host
         forwarded: list[bytes] = []
         xff: list[bytes] = []
-        for name, value in scope["headers"]:
+        for name, value in scope.get("headers", ()):
             if name == b"forwarded":
                 forwarded.append(value)
             elif name == b"x-forwarded-for":

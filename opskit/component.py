@@ -6,14 +6,17 @@ from starlette.types import ASGIApp
 
 from .exchange import Exchange
 
-__all__ = ["Component"]
+__all__ = ["HOOKS", "Component", "overrides"]
 
 
 class Component:
     """A feature of the middleware. Every hook is optional; the defaults do nothing.
 
-    The middleware calls only the hooks a component overrides, so an unused hook costs nothing.
-    Hooks run on the event loop and must not block.
+    A component is built from the process's :class:`~opskit.runtime.Runtime` by its feature's
+    factory. The middleware calls only the hooks a component overrides, so an unused hook costs
+    nothing. Hooks run on the event loop and must not block. A hook that raises is logged (at a
+    bounded rate) and counted in ``opskit_component_errors_total``; the request goes on as if the
+    hook had done nothing.
     """
 
     def endpoints(self) -> dict[str, ASGIApp]:
@@ -21,7 +24,7 @@ class Component:
         return {}
 
     def request_started(self, ex: Exchange) -> None:
-        """Before the app is called. ``ex.route`` is not known yet."""
+        """Before the app is called, in component order. ``ex.route`` is not known yet."""
 
     async def admit(self, ex: Exchange) -> ASGIApp | None:
         """Gate before the app: return an ASGI app that answers instead (a 429), or ``None``."""
@@ -44,17 +47,31 @@ class Component:
         """
 
     def websocket_started(self, ex: Exchange) -> None:
-        """A websocket connection arrived, before the app is called. ``ex.route`` is not known yet.
+        """A websocket connection arrived, before the app is called. ``ex.route`` is not known yet."""
 
-        Its end is ``websocket_closed(ex)`` (when implemented): status 101 (accepted) or 403
-        (refused), ``ex.route`` and ``ex.end`` set, in the middleware's own context, in reverse order.
-        """
+    def websocket_closed(self, ex: Exchange) -> None:
+        """The websocket connection ended: status 101 (accepted) or 403 (refused), ``ex.route`` and
+        ``ex.end`` set, in the middleware's own context, in reverse order."""
 
     async def startup(self) -> None:
         """ASGI lifespan startup."""
 
     async def shutdown(self) -> None:
         """ASGI lifespan shutdown."""
+
+
+#: Every hook the middleware calls, in the order of a request's life.
+HOOKS = (
+    "request_started",
+    "admit",
+    "response_started",
+    "request_finished",
+    "request_closed",
+    "websocket_started",
+    "websocket_closed",
+    "startup",
+    "shutdown",
+)
 
 
 def overrides(component: Component, hook: str) -> bool:

@@ -1,24 +1,31 @@
-"""The per-request record that every opskit feature reads and writes."""
+"""The per-request record: the facts about one request that several features share."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from .client_ip import ProxyResolver
+    from .runtime import Runtime
 
-__all__ = ["Exchange"]
+__all__ = ["SCOPE_KEY", "Exchange"]
+
+#: The scope key under which the middleware leaves the request's Exchange for code below it
+#: (route dependencies reach the limiter and the proxy-aware client through it).
+SCOPE_KEY = "opskit.exchange"
 
 
 class Exchange:
-    """One HTTP request and its response, as the middleware saw them.
+    """One HTTP request (or websocket connection) and its response, as the middleware saw them.
 
-    Created before the app is called; ``status`` is set on response start; ``route``, ``end``
-    and ``response_bytes`` when the body is complete (or the app ended without one).
-    Components keep their own per-request data in ``state``.
+    Only facts shared across features live here: when it started and ended, its status and
+    response size, its request ID, route template and client, the exception that escaped the
+    app, the sampled trace it belongs to (``trace_id``/``span_id``, read by the access log and
+    metric exemplars) and ``annotations``, fields features add to the request's access-log line.
+    Data private to one component goes in :attr:`state`, keyed by that component.
     """
 
     # Class-level defaults: a request pays only for the attributes that change.
@@ -28,34 +35,45 @@ class Exchange:
     request_id: str | None = None
     route: str | None = None
     exception: BaseException | None = None
-    span: Any = None
     trace_id: str | None = None
     span_id: str | None = None
-    rate_limit_policy: str | None = None
+    annotations: dict[str, Any] | None = None
     _client: str | None | bool = False
-    _state: dict[str, Any] | None = None
+    _state: dict[Any, Any] | None = None
 
-    def __init__(self, scope: Scope, proxies: ProxyResolver) -> None:
+    def __init__(self, scope: Scope, runtime: Runtime) -> None:
         self.scope = scope
+        self.runtime = runtime
         self.method: str = scope.get("method", "")
         self.path: str = scope["path"]
         self.start = perf_counter()
         self.response_headers: list[tuple[bytes, bytes]] = []
-        self._proxies = proxies
+
+    @staticmethod
+    def of(scope: MutableMapping[str, Any]) -> Exchange | None:
+        """The Exchange of the request ``scope`` belongs to, when opskit's middleware is above."""
+        found = scope.get(SCOPE_KEY)
+        return found if isinstance(found, Exchange) else None
 
     @property
     def client(self) -> str | None:
         """The client address, proxy-aware (computed once, on first use)."""
         if self._client is False:
-            self._client = self._proxies.client(self.scope)
+            self._client = self.runtime.proxies.client(self.scope)
         return self._client  # type: ignore[return-value]
 
     @property
-    def state(self) -> dict[str, Any]:
-        """Free-form per-request data of components."""
+    def state(self) -> dict[Any, Any]:
+        """Per-request data private to components, each under its own key."""
         if self._state is None:
             self._state = {}
         return self._state
+
+    def annotate(self, **fields: Any) -> None:
+        """Add fields to this request's access-log line."""
+        if self.annotations is None:
+            self.annotations = {}
+        self.annotations.update(fields)
 
     @property
     def duration(self) -> float:
@@ -64,7 +82,7 @@ class Exchange:
 
     def header(self, name: bytes) -> bytes | None:
         """The first request header called ``name`` (lower-case bytes), if any."""
-        for key, value in self.scope["headers"]:
+        for key, value in self.scope.get("headers", ()):
             if key == name:
                 return value  # type: ignore[no-any-return]
         return None

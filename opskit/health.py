@@ -10,11 +10,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import orjson
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["add_readiness_check", "begin_shutdown", "is_shutting_down", "remove_readiness_check"]
+from .component import Component
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = [
+    "HealthComponent",
+    "add_readiness_check",
+    "begin_shutdown",
+    "create_component",
+    "is_shutting_down",
+    "remove_readiness_check",
+]
 
 ReadinessCheck = Callable[[], Awaitable[object]]
 
@@ -94,3 +107,22 @@ def readiness_endpoint(timeout: float) -> Callable[[Scope, Receive, Send], Await
         await _respond(send, status, body, scope.get("method") == "HEAD")
 
     return endpoint
+
+
+class HealthComponent(Component):
+    """Serves ``/healthz`` and ``/readyz`` (paths configurable) ahead of the app."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self._endpoints: dict[str, ASGIApp] = {
+            settings.health_path: liveness_endpoint,
+            settings.readiness_path: readiness_endpoint(settings.readiness_timeout),
+        }
+
+    def endpoints(self) -> dict[str, ASGIApp]:
+        return dict(self._endpoints)
+
+
+def create_component(runtime: Runtime) -> HealthComponent | None:
+    """The health component, unless ``OPSKIT_HEALTH_ENABLED=false``."""
+    return HealthComponent(runtime) if runtime.settings.health_enabled else None

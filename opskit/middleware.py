@@ -1,75 +1,61 @@
-"""The one opskit middleware: every feature in a single pass over each request.
+"""The one opskit middleware: a dispatcher that runs every enabled component in a single pass.
 
 Features are :class:`~opskit.component.Component` objects. Instead of stacking one middleware
 per feature (each wrapping ``send`` and adding a coroutine frame), this middleware wraps ``send``
 once, keeps one :class:`~opskit.exchange.Exchange` per request and calls only the hooks the
-enabled components implement.
+enabled components implement. It knows hooks, not features, and has one error policy for all of
+them: a hook that raises is logged at a bounded rate and counted, and the response goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import health
-from .client_ip import ProxyResolver
 from .component import Component, overrides
 from .context import _request_id
-from .exchange import Exchange
-from .request_ids import Rejection, RequestIdPolicy, escape_for_log
-from .routes import RouteTemplates
-from .settings import Settings
+from .exchange import SCOPE_KEY, Exchange
+from .logging import get_logger
+from .metrics.registry import Counter
+from .request_ids import RequestIdComponent
+from .runtime import Runtime
+from .throttle import ThrottledLog
 
 __all__ = ["OpskitMiddleware"]
 
 _INTERNAL_ERROR = b"Internal Server Error"
+_PER_REQUEST = ("request_started", "admit", "response_started", "request_finished", "request_closed")
 
 
 class OpskitMiddleware:
-    """Pure ASGI middleware running request IDs and every enabled opskit component.
+    """Pure ASGI middleware running every enabled opskit component.
 
     Usually built by :func:`opskit.instrument` or :func:`opskit.wrap`, not by hand.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        settings: Settings,
-        components: Sequence[Component] = (),
-        routes: RouteTemplates | None = None,
-    ) -> None:
-        from ._logging import get_logger
-
+    def __init__(self, app: ASGIApp, runtime: Runtime, components: Sequence[Component] = ()) -> None:
         self.app = app
-        self.settings = settings
+        self.runtime = runtime
+        self.settings = runtime.settings
         self.components = tuple(components)
-        self.routes = routes or RouteTemplates(app, settings.unmatched_route)
-        self.proxies = ProxyResolver(settings.trusted_proxies)
+        self.routes = runtime.routes
         self._log = get_logger("opskit")
-
-        self._rid_header = settings.request_id_header.lower().encode("latin-1") if settings.request_id_enabled else b""
-        self._rid_policy = RequestIdPolicy(
-            format=settings.request_id_format,
-            max_length=settings.request_id_max_length,
-            trust_incoming=settings.request_id_trust_incoming,
-        )
+        self._failures = ThrottledLog(self._log, 60.0)
+        self._failure_counter: Counter | None = None
 
         endpoints: dict[str, ASGIApp] = {}
-        if settings.health_enabled:
-            endpoints[settings.health_path] = health.liveness_endpoint
-            endpoints[settings.readiness_path] = health.readiness_endpoint(settings.readiness_timeout)
         for component in self.components:
             endpoints.update(component.endpoints())
         self.endpoints = endpoints
 
-        def hooks(name: str) -> tuple[Any, ...]:
-            return tuple(getattr(c, name) for c in self.components if overrides(c, name))
+        def hooks(name: str) -> tuple[tuple[Component, Any], ...]:
+            return tuple((c, getattr(c, name)) for c in self.components if overrides(c, name))
 
         self._on_start = hooks("request_started")
         self._gates = hooks("admit")
@@ -78,9 +64,16 @@ class OpskitMiddleware:
         self._on_finish = hooks("request_finished")[::-1]
         self._on_close = hooks("request_closed")[::-1]
         self._ws_started = hooks("websocket_started")
-        self._ws_closed = tuple(c.websocket_closed for c in self.components if hasattr(c, "websocket_closed"))[::-1]
-        # With no per-request hook to feed, a request needs no Exchange and a much lighter send wrapper.
-        self._lean = not (self._on_start or self._gates or self._on_response or self._on_finish or self._on_close)
+        self._ws_closed = hooks("websocket_closed")[::-1]
+        # A request whose only per-request feature is its ID needs no Exchange: a lighter path.
+        active = [c for c in self.components if any(overrides(c, h) for h in _PER_REQUEST)]
+        only = active[0] if len(active) == 1 else None
+        self._lean = not active or isinstance(only, RequestIdComponent)
+        self._bind_id: Callable[[Scope], tuple[str, Any]] | None = None
+        self._id_header = b""
+        if isinstance(only, RequestIdComponent):
+            self._bind_id = only.bind
+            self._id_header = only.header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -102,9 +95,9 @@ class OpskitMiddleware:
             # Inlined rather than a method: one coroutine frame less on every request.
             extra: tuple[bytes, bytes] | None = None
             rid_token = None
-            if self._rid_header:
-                rid, rid_token = self._bind_request_id(scope)
-                extra = (self._rid_header, rid.encode("ascii"))
+            if self._bind_id is not None:
+                rid, rid_token = self._bind_id(scope)
+                extra = (self._id_header, rid.encode("ascii"))
             started = False
 
             async def lean_send(message: Message) -> None:
@@ -127,8 +120,8 @@ class OpskitMiddleware:
                     _request_id.reset(rid_token)
             return
 
-        ex = Exchange(scope, self.proxies)
-        token = self._assign_request_id(ex) if self._rid_header else None
+        ex = Exchange(scope, self.runtime)
+        scope[SCOPE_KEY] = ex
         on_response = self._on_response
         finish = self._finish
 
@@ -142,8 +135,11 @@ class OpskitMiddleware:
                     return
             elif kind == "http.response.start":
                 ex.status = message["status"]
-                for hook in on_response:
-                    hook(ex)
+                for component, hook in on_response:
+                    try:
+                        hook(ex)
+                    except Exception as exc:
+                        self._hook_failed(component, "response_started", exc)
                 if ex.response_headers:
                     message = {**message, "headers": [*message.get("headers", ()), *ex.response_headers]}
             elif kind == "http.response.pathsend":
@@ -153,10 +149,17 @@ class OpskitMiddleware:
             await send(message)
 
         try:
-            for hook in self._on_start:
-                hook(ex)
-            for gate in self._gates:
-                answer = await gate(ex)
+            for component, hook in self._on_start:
+                try:
+                    hook(ex)
+                except Exception as exc:
+                    self._hook_failed(component, "request_started", exc)
+            for component, gate in self._gates:
+                try:
+                    answer = await gate(ex)
+                except Exception as exc:
+                    self._hook_failed(component, "admit", exc)
+                    continue
                 if answer is not None:
                     await answer(scope, receive, send_wrapper)
                     return
@@ -170,54 +173,33 @@ class OpskitMiddleware:
         finally:
             if not ex.end:
                 finish(ex)
-            for hook in self._on_close:
+            self._run(self._on_close, "request_closed", ex)
+
+    def _run(self, hooks: tuple[tuple[Component, Any], ...], name: str, ex: Exchange) -> None:
+        for component, hook in hooks:
+            try:
                 hook(ex)
-            if token is not None:
-                _request_id.reset(token)
+            except Exception as exc:
+                self._hook_failed(component, name, exc)
+
+    def _hook_failed(self, component: Component, hook: str, exc: BaseException) -> None:
+        """A broken feature never breaks the response: logged at a bounded rate and counted."""
+        kind = type(component).__name__
+        counter = self._failure_counter
+        if counter is None:
+            counter = self._failure_counter = self.runtime.registry.counter(
+                "opskit_component_errors_total",
+                "Exceptions raised by an opskit component's hook; the request went on without it.",
+                ("component", "hook"),
+            )
+        counter.labels(kind, hook).inc()
+        suppressed = self._failures.allow(f"{kind}.{hook}")
+        if suppressed is not None:
+            self._log.error("opskit component failed", component=kind, hook=hook, suppressed=suppressed, exc_info=exc)
 
     def _log_unhandled(self, scope: Scope, exc: Exception) -> None:
         self._log.error("unhandled exception", method=scope.get("method", ""), path=scope["path"][:1024], exc_info=exc)
         exc.__opskit_logged__ = True  # type: ignore[attr-defined]
-
-    def _assign_request_id(self, ex: Exchange) -> Any:
-        rid, token = self._bind_request_id(ex.scope)
-        ex.request_id = rid
-        ex.response_headers.append((self._rid_header, rid.encode("ascii")))
-        return token
-
-    def _bind_request_id(self, scope: Scope) -> tuple[str, Any]:
-        """The request's ID (the incoming one if safe, else a new one), set in the context: (ID, token).
-
-        A refused incoming ID is logged once the new one is set, so the warning carries it.
-        """
-        policy = self._rid_policy
-        rejected: tuple[Rejection, bytes] | None = None
-        rid = None
-        if policy.trust_incoming:
-            header = self._rid_header
-            for name, value in scope["headers"]:
-                if name == header:
-                    reason = policy.check(value)
-                    if reason is None:
-                        rid = value.decode("ascii")
-                    else:
-                        rejected = (reason, value)
-                    break
-        if rid is None:
-            rid = policy.generate()
-        token = _request_id.set(rid)
-        if rejected is not None:
-            self._warn_rejected(scope, *rejected)
-        return rid, token
-
-    def _warn_rejected(self, scope: Scope, reason: Rejection, value: bytes) -> None:
-        self._log.warning(
-            "invalid request id replaced",
-            reason=reason,
-            header=self.settings.request_id_header,
-            rejected=escape_for_log(value),
-            path=scope["path"][:1024],
-        )
 
     def _finish(self, ex: Exchange) -> None:
         if ex.end:
@@ -226,11 +208,7 @@ class OpskitMiddleware:
         if not self._on_finish:
             return
         ex.route = self.routes.resolve(ex.scope)
-        for hook in self._on_finish:
-            try:
-                hook(ex)
-            except Exception as exc:  # a broken feature must not break the response
-                self._log.error("opskit component failed", hook="request_finished", exc_info=exc)
+        self._run(self._on_finish, "request_finished", ex)
 
     @staticmethod
     async def _internal_error(send: Send) -> None:
@@ -247,10 +225,9 @@ class OpskitMiddleware:
         await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ex = Exchange(scope, self.proxies)
-        token = self._assign_request_id(ex) if self._rid_header else None
-        for hook in self._ws_started:
-            hook(ex)
+        ex = Exchange(scope, self.runtime)
+        scope[SCOPE_KEY] = ex
+        self._run(self._ws_started, "websocket_started", ex)
         extra = ex.response_headers
 
         async def send_wrapper(message: Message) -> None:
@@ -268,10 +245,7 @@ class OpskitMiddleware:
         finally:
             ex.end = perf_counter()
             ex.route = self.routes.resolve(scope)
-            for hook in self._ws_closed:
-                hook(ex)
-            if token is not None:
-                _request_id.reset(token)
+            self._run(self._ws_closed, "websocket_closed", ex)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_wrapper() -> Message:
@@ -302,4 +276,4 @@ class OpskitMiddleware:
                 await getattr(component, hook)()
             except (Exception, asyncio.CancelledError) as exc:
                 # A feature that cannot start (collector or Redis down) degrades; the app still serves.
-                self._log.error("opskit component failed", hook=hook, component=type(component).__name__, exc_info=exc)
+                self._hook_failed(component, hook, exc)

@@ -1,4 +1,4 @@
-"""Request IDs: accept a safe incoming ID or generate one (UUID4 hex or UUIDv7)."""
+"""Request IDs: accept a safe incoming ID or generate one (UUID4 hex or UUIDv7), and echo it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,21 @@ import os
 import re
 import time
 from collections.abc import Callable
-from typing import Literal
+from contextvars import Token
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ["RequestIdPolicy", "uuid4_hex", "uuid7_hex"]
+from starlette.types import Scope
+
+from .component import Component
+from .context import _request_id
+from .exchange import Exchange
+from .logging import get_logger
+from .throttle import ThrottledLog
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
+
+__all__ = ["RequestIdComponent", "RequestIdPolicy", "create_component", "escape_for_log", "uuid4_hex", "uuid7_hex"]
 
 _urandom = os.urandom
 _SAFE = re.compile(rb"[A-Za-z0-9._:\-]+")
@@ -87,3 +99,73 @@ def escape_for_log(raw: bytes, limit: int = 64) -> str:
     text = raw[:limit].decode("ascii", "backslashreplace")
     text = text.encode("unicode_escape").decode("ascii")
     return text + ("..." if len(raw) > limit else "")
+
+
+class RequestIdComponent(Component):
+    """Gives every request and websocket its ID: in the context (:func:`opskit.request_id`), on
+    ``ex.request_id`` and in the response header. Runs first, so every other feature sees the ID.
+
+    A refused incoming ID is logged escaped, at most once per reason per
+    ``OPSKIT_REQUEST_ID_LOG_INTERVAL`` seconds with the count of those held back: a hostile
+    client cannot turn its requests into log lines.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.header_name = settings.request_id_header
+        self.header = settings.request_id_header.lower().encode("latin-1")
+        self.policy = RequestIdPolicy(
+            format=settings.request_id_format,
+            max_length=settings.request_id_max_length,
+            trust_incoming=settings.request_id_trust_incoming,
+        )
+        self._rejections = ThrottledLog(get_logger("opskit"), settings.request_id_log_interval)
+
+    def bind(self, scope: Scope) -> tuple[str, Token[str | None]]:
+        """The request's ID (the incoming one if safe, else a new one), set in the context: (ID, token).
+
+        A refused incoming ID is logged once the new one is set, so the warning carries it.
+        """
+        policy = self.policy
+        rejected: tuple[Rejection, bytes] | None = None
+        rid = None
+        if policy.trust_incoming:
+            header = self.header
+            for name, value in scope.get("headers", ()):
+                if name == header:
+                    reason = policy.check(value)
+                    if reason is None:
+                        rid = value.decode("ascii")
+                    else:
+                        rejected = (reason, value)
+                    break
+        if rid is None:
+            rid = policy.generate()
+        token = _request_id.set(rid)
+        if rejected is not None:
+            reason, value = rejected
+            self._rejections.warning(
+                reason,
+                "invalid request id replaced",
+                header=self.header_name,
+                rejected=escape_for_log(value),
+                path=str(scope.get("path", ""))[:1024],
+            )
+        return rid, token
+
+    def request_started(self, ex: Exchange) -> None:
+        rid, token = self.bind(ex.scope)
+        ex.request_id = rid
+        ex.response_headers.append((self.header, rid.encode("ascii")))
+        ex.state[RequestIdComponent] = token
+
+    def request_closed(self, ex: Exchange) -> None:
+        _request_id.reset(ex.state.pop(RequestIdComponent))
+
+    websocket_started = request_started
+    websocket_closed = request_closed
+
+
+def create_component(runtime: Runtime) -> RequestIdComponent | None:
+    """The request-ID component, unless ``OPSKIT_REQUEST_ID_ENABLED=false``."""
+    return RequestIdComponent(runtime) if runtime.settings.request_id_enabled else None

@@ -10,6 +10,7 @@ import orjson
 import pytest
 import structlog
 
+import opskit.runtime
 from opskit import health
 from tests.servers import RedisServer, redis_server
 
@@ -22,9 +23,11 @@ def redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(autouse=True)
-def _clean_opskit_state() -> Iterator[None]:
-    """Each test starts with no readiness checks, no shutdown mark, default structlog and no frozen
-    objects (an app's lifespan freezes the GC's objects; the test process must still collect them)."""
+def _clean_opskit_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no runtime, no readiness checks, no shutdown mark, default structlog and
+    no frozen objects (an app's lifespan freezes the GC's objects; the test process must still
+    collect them)."""
+    monkeypatch.setattr(opskit.runtime, "_current", None)
     health.reset()
     yield
     health.reset()

@@ -14,7 +14,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.testclient import TestClient
 
 import opskit
+from opskit.component import Component
+from opskit.exchange import Exchange
+from opskit.health import HealthComponent
+from opskit.metrics.registry import Registry
 from opskit.middleware import OpskitMiddleware
+from opskit.request_ids import RequestIdComponent
+from opskit.runtime import Runtime
 from tests.apps import full
 from tests.conftest import LogReader
 
@@ -50,10 +56,11 @@ def features(request: pytest.FixtureRequest) -> Iterator[str]:
 
 class TestRequestIdOnlyPath:
     def test_request_id_only_takes_the_light_path(self) -> None:
-        """With every component off the middleware skips the per-request Exchange."""
+        """With request IDs and health alone the middleware skips the per-request Exchange."""
         stack = full.create(**REQUEST_ID_ONLY).build_middleware_stack()
         assert isinstance(stack, OpskitMiddleware)
-        assert stack._lean and not stack.components
+        assert stack._lean
+        assert {type(c) for c in stack.components} == {RequestIdComponent, HealthComponent}
 
 
 @pytest.mark.usefixtures("features")
@@ -378,3 +385,79 @@ class TestInstall:
         """A bad override fails at import time, naming the variable."""
         with pytest.raises(opskit.ConfigError, match="OPSKIT_LOG_FORMAT"):
             opskit.instrument(FastAPI(), log_format="xml")
+
+
+class Broken(Component):
+    """A feature whose every per-request hook raises."""
+
+    def request_started(self, ex: Exchange) -> None:
+        raise RuntimeError("request_started broke")
+
+    async def admit(self, ex: Exchange) -> None:
+        raise RuntimeError("admit broke")
+
+    def response_started(self, ex: Exchange) -> None:
+        raise RuntimeError("response_started broke")
+
+    def request_finished(self, ex: Exchange) -> None:
+        raise RuntimeError("request_finished broke")
+
+    def request_closed(self, ex: Exchange) -> None:
+        raise RuntimeError("request_closed broke")
+
+    def websocket_started(self, ex: Exchange) -> None:
+        raise RuntimeError("websocket_started broke")
+
+    def websocket_closed(self, ex: Exchange) -> None:
+        raise RuntimeError("websocket_closed broke")
+
+    async def startup(self) -> None:
+        raise RuntimeError("startup broke")
+
+
+def _errors(registry: Registry) -> dict[tuple[str, ...], float]:
+    return {
+        s.labels: s.data.values[0]
+        for metric, series in registry.collect()
+        if metric.name == "opskit_component_errors_total"
+        for s in series
+    }
+
+
+class TestErrorPolicy:
+    def test_a_failing_hook_never_breaks_the_response(self, log_lines: LogReader) -> None:
+        """Every hook of a broken feature raises: responses are the app's, each failure is counted,
+        the log speaks once per hook however many requests fail."""
+        app = full.create(instrumented=False)
+        runtime = Runtime(opskit.load_settings(), app)
+        opskit.configure_logging(runtime.settings)
+        registry = Registry(None)
+        runtime._registry = registry
+        ids = RequestIdComponent(runtime)
+        middleware = OpskitMiddleware(app, runtime, [ids, Broken()])
+        with TestClient(middleware) as c:
+            for _ in range(3):
+                r = c.get("/items/1", headers={"X-Request-ID": "kept-1"})
+                assert r.status_code == 200 and r.headers["x-request-id"] == "kept-1"
+            with c.websocket_connect("/ws") as ws:
+                ws.send_text("hi")
+                ws.receive_text()
+        hooks = ("request_started", "admit", "response_started", "request_finished", "request_closed")
+        counted = _errors(registry)
+        assert {labels: n for labels, n in counted.items() if labels[1] in hooks} == {
+            ("Broken", hook): 3.0 for hook in hooks
+        }
+        assert counted[("Broken", "websocket_started")] == counted[("Broken", "websocket_closed")] == 1.0
+        assert counted[("Broken", "startup")] == 1.0
+        failures = [line for line in log_lines() if line["event"] == "opskit component failed"]
+        assert sorted(line["hook"] for line in failures) == sorted(
+            [*hooks, "websocket_started", "websocket_closed", "startup"]
+        )
+
+    def test_refused_ids_are_logged_at_a_bounded_rate(self, log_lines: LogReader) -> None:
+        """A storm of hostile request IDs writes one warning per reason per interval, counting the rest."""
+        c = client()
+        for _ in range(50):
+            assert c.get("/items/1", headers={"X-Request-ID": "bad id!"}).status_code == 200
+        warnings = [line for line in log_lines() if line["event"] == "invalid request id replaced"]
+        assert len(warnings) == 1 and warnings[0]["suppressed"] == 0

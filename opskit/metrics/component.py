@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from bisect import bisect_left
 from dataclasses import dataclass
 from time import time
 from typing import Final
@@ -23,12 +22,10 @@ from starlette.types import ASGIApp
 from ..component import Component
 from ..exchange import Exchange
 from ..paths import PathPatterns
-from ..routes import RouteTemplates
-from ..settings import Settings
-from ._layout import EXEMPLAR_DOUBLES
+from ..runtime import Runtime
 from .client_bridge import ClientMetrics
 from .endpoint import MetricsEndpoint, MetricsServer, Scrape
-from .registry import Histogram, Registry, default_directory
+from .registry import CounterChild, Histogram, HistogramChild, Registry
 
 __all__ = ["MetricsComponent", "create_component"]
 
@@ -37,30 +34,24 @@ OTHER_METHOD: Final = "OTHER"
 
 
 @dataclass(slots=True)
-class _Slots:
-    """Where one (method, route, status) writes, resolved once."""
+class _Series:
+    """The series one (method, route, status) writes, resolved once."""
 
-    requests: int
-    duration: int
-    duration_sum: int
-    request_size: int
-    request_size_sum: int
-    response_size: int
-    response_size_sum: int
+    requests: CounterChild
+    duration: HistogramChild
+    request_size: HistogramChild | None
+    response_size: HistogramChild | None
 
 
 class MetricsComponent(Component):
     """Counts, times and sizes every request by method, route template and status."""
 
-    def __init__(self, settings: Settings, app: object, registry: Registry | None = None) -> None:
-        if registry is None:
-            from . import REGISTRY
-
-            registry = REGISTRY
-        registry.configure(default_directory(settings.prometheus_multiproc_dir))
+    def __init__(self, runtime: Runtime, registry: Registry | None = None) -> None:
+        settings = runtime.settings
+        registry = registry if registry is not None else runtime.registry
         self.settings = settings
         self.registry = registry
-        self.routes = RouteTemplates(app, settings.unmatched_route)
+        self.routes = runtime.routes
         self._store = registry.store
         self._group_status = settings.metrics_group_status
         self._exemplars = settings.metrics_exemplars
@@ -96,9 +87,7 @@ class MetricsComponent(Component):
         build = registry.gauge("opskit_build_info", "Service version; always 1.", ("version", "service"), mode="max")
         build.labels(settings.service_version, settings.service_name).set(1)
 
-        self._bounds = self.duration.bounds
-        self._size_bounds = tuple(settings.metrics_size_buckets)
-        self._slots: dict[tuple[str, str | None, int], _Slots] = {}
+        self._series: dict[tuple[str, str | None, int], _Series] = {}
         self._live: set[Exchange] = set()
         self._in_progress_keys: set[tuple[str, str]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -114,8 +103,6 @@ class MetricsComponent(Component):
                 path=settings.metrics_path,
                 reuse_port=registry.directory is not None,
             )
-
-    # -- hooks ---------------------------------------------------------------------------------
 
     def endpoints(self) -> dict[str, ASGIApp]:
         if not self.settings.metrics_on_app_port:
@@ -135,37 +122,25 @@ class MetricsComponent(Component):
             return  # excluded path
         method = ex.method if ex.method in METHODS else OTHER_METHOD
         status = ex.status
-        slots = self._slots.get((method, ex.route, status))
-        if slots is None:
-            slots = self._slots_for(method, ex.route, status)
+        series = self._series.get((method, ex.route, status))
+        if series is None:
+            series = self._series_for(method, ex.route, status)
         duration = ex.end - ex.start
-        bucket = bisect_left(self._bounds, duration)
         trace_id = ex.trace_id if self._exemplars else None
+        request_size, response_size = series.request_size, series.response_size
+        request_bytes = _content_length(ex) if request_size is not None else 0
         store = self._store
-        if self._sizes:
-            req_bytes = _content_length(ex)
-            req_bucket = bisect_left(self._size_bounds, req_bytes)
-            resp_bytes = ex.response_bytes
-            resp_bucket = bisect_left(self._size_bounds, resp_bytes)
-            with store.lock:
-                v = store.v
-                v[slots.requests] += 1.0
-                v[slots.duration + bucket] += 1.0
-                v[slots.duration_sum] += duration
-                v[slots.request_size + req_bucket] += 1.0
-                v[slots.request_size_sum] += req_bytes
-                v[slots.response_size + resp_bucket] += 1.0
-                v[slots.response_size_sum] += resp_bytes
-                if trace_id:
-                    self._exemplar(slots, bucket, trace_id, duration)
-        else:
-            with store.lock:
-                v = store.v
-                v[slots.requests] += 1.0
-                v[slots.duration + bucket] += 1.0
-                v[slots.duration_sum] += duration
-                if trace_id:
-                    self._exemplar(slots, bucket, trace_id, duration)
+        with store.lock:
+            v = store.v
+            series.requests.add_locked(v, 1.0)
+            bucket = series.duration.observe_locked(v, duration)
+            if request_size is not None and response_size is not None:
+                request_size.observe_locked(v, request_bytes)
+                response_size.observe_locked(v, ex.response_bytes)
+            if trace_id:
+                now = time()
+                series.requests.exemplar_locked(trace_id, 1.0, now)
+                series.duration.exemplar_locked(bucket, trace_id, duration, now)
 
     def request_closed(self, ex: Exchange) -> None:
         # Here, not in request_finished: Starlette's ServerErrorMiddleware sends its 500 (which
@@ -179,31 +154,21 @@ class MetricsComponent(Component):
     def _measured(self, path: str) -> bool:
         return path not in self._excluded
 
-    def _exemplar(self, slots: _Slots, bucket: int, trace_id: str, duration: float) -> None:
-        now = time()
-        self._store.exemplar(slots.requests + 1, trace_id, 1.0, now)
-        self._store.exemplar(slots.duration_sum + 1 + EXEMPLAR_DOUBLES * bucket, trace_id, duration, now)
-
-    def _slots_for(self, method: str, route: str | None, status: int) -> _Slots:
+    def _series_for(self, method: str, route: str | None, status: int) -> _Series:
         label_route = route or self.settings.unmatched_route
         label_status = f"{status // 100}xx" if self._group_status and status else str(status)
-        requests = self.requests.labels(method, label_route, label_status)
-        duration = self.duration.labels(method, label_route)
-        request_size = response_size = duration
+        request_size = response_size = None
         if self.request_size is not None and self.response_size is not None:
             request_size = self.request_size.labels(method, label_route)
             response_size = self.response_size.labels(method, label_route)
-        slots = _Slots(
-            requests.index,
-            duration.index,
-            duration.sum_index,
-            request_size.index,
-            request_size.sum_index,
-            response_size.index,
-            response_size.sum_index,
+        series = _Series(
+            self.requests.labels(method, label_route, label_status),
+            self.duration.labels(method, label_route),
+            request_size,
+            response_size,
         )
-        self._slots[(method, route, status)] = slots
-        return slots
+        self._series[(method, route, status)] = series
+        return series
 
     def update_in_progress(self) -> None:
         """Write this worker's requests in flight, by method and route, to the gauge."""
@@ -253,6 +218,6 @@ def _content_length(ex: Exchange) -> int:
     return n if n >= 0 else 0
 
 
-def create_component(settings: Settings, app: object) -> MetricsComponent:
-    """The metrics component for ``app`` (``instrument()`` calls it when metrics are enabled)."""
-    return MetricsComponent(settings, app)
+def create_component(runtime: Runtime) -> MetricsComponent | None:
+    """The metrics component, unless ``OPSKIT_METRICS_ENABLED=false``."""
+    return MetricsComponent(runtime) if runtime.settings.metrics_enabled else None

@@ -76,7 +76,7 @@ class MetricsEndpoint:
             headers.append((b"allow", b"GET, HEAD"))
         else:
             accept = accept_encoding = ""
-            for name, value in scope["headers"]:
+            for name, value in scope.get("headers", ()):
                 if name == b"accept":
                     accept = value.decode("latin-1")
                 elif name == b"accept-encoding":

@@ -31,8 +31,8 @@ from typing import Final
 
 import orjson
 
-from ._layout import ABSORBED, GAUGE_MAX, GAUGE_SUM, SUM, Entry, Exemplar, encode, entries, read_header
-from ._store import FILE_PREFIX, FILE_SUFFIX
+from .layout import ABSORBED, GAUGE_MAX, GAUGE_SUM, SUM, Entry, Exemplar, encode, entries, read_header
+from .store import FILE_PREFIX, FILE_SUFFIX
 
 __all__ = ["ARCHIVE", "Merged", "merge_buffers", "prepare_directory", "read_directory", "worker_exited"]
 
@@ -60,9 +60,9 @@ def worker_exited(pid: int, path: str | None = None) -> None:
     there is no directory.
     """
     if path is None:
-        from ..settings import load_settings
+        from ..runtime import current
 
-        path = load_settings().prometheus_multiproc_dir
+        path = current().settings.prometheus_multiproc_dir
         if not path:
             return
     prefix = f"{FILE_PREFIX}{pid}-"

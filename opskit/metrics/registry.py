@@ -21,9 +21,9 @@ from typing import Final, Generic, Literal, TypeVar
 
 import orjson
 
-from ._layout import EXEMPLAR_DOUBLES, MERGE_MODES, SUM
-from ._store import Store, process_start_time
+from .layout import EXEMPLAR_DOUBLES, MERGE_MODES, SUM
 from .multiprocess import Merged, merge_buffers, read_directory
+from .store import Store, process_start_time
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -83,6 +83,17 @@ class CounterChild:
             if trace_id:
                 store.exemplar(self.index + 1, trace_id, amount, time())
 
+    def add_locked(self, v: memoryview[float], amount: float) -> None:
+        """Add ``amount`` to ``v`` (the store's values) with the store's lock held by the caller.
+
+        One lock around the updates of several series: the request metrics' hot path.
+        """
+        v[self.index] += amount
+
+    def exemplar_locked(self, trace_id: str, value: float, now: float) -> None:
+        """Record an exemplar, the store's lock held by the caller."""
+        self._store.exemplar(self.index + 1, trace_id, value, now)
+
 
 class GaugeChild:
     """One labelled series of a gauge."""
@@ -120,14 +131,22 @@ class HistogramChild:
 
     def observe(self, value: float, trace_id: str | None = None) -> None:
         """Count ``value`` in its bucket; ``trace_id`` records it as that bucket's exemplar."""
-        bucket = bisect_left(self._bounds, value)
         store = self._store
         with store.lock:
-            v = store.v
-            v[self.index + bucket] += 1.0
-            v[self.sum_index] += value
+            bucket = self.observe_locked(store.v, value)
             if trace_id:
-                store.exemplar(self.sum_index + 1 + EXEMPLAR_DOUBLES * bucket, trace_id, value, time())
+                self.exemplar_locked(bucket, trace_id, value, time())
+
+    def observe_locked(self, v: memoryview[float], value: float) -> int:
+        """Count ``value`` in ``v`` (the store's values), the store's lock held by the caller; its bucket."""
+        bucket = bisect_left(self._bounds, value)
+        v[self.index + bucket] += 1.0
+        v[self.sum_index] += value
+        return bucket
+
+    def exemplar_locked(self, bucket: int, trace_id: str, value: float, now: float) -> None:
+        """Record ``value`` as the exemplar of ``bucket``, the store's lock held by the caller."""
+        self._store.exemplar(self.sum_index + 1 + EXEMPLAR_DOUBLES * bucket, trace_id, value, now)
 
 
 Child = TypeVar("Child", CounterChild, GaugeChild, HistogramChild)
@@ -300,9 +319,9 @@ class Registry:
     @property
     def directory(self) -> str | None:
         if self._directory == self._UNSET:
-            from ..settings import load_settings
+            from ..runtime import current
 
-            self._directory = default_directory(load_settings().prometheus_multiproc_dir)
+            self._directory = default_directory(current().settings.prometheus_multiproc_dir)
         return self._directory
 
     def configure(self, directory: str | None) -> None:

@@ -1,12 +1,11 @@
-"""Failure handling helpers: a circuit breaker and a log that speaks at a bounded rate."""
+"""A circuit breaker: stop calling a failing backend for a while."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
-__all__ = ["CircuitBreaker", "ThrottledLog"]
+__all__ = ["CircuitBreaker"]
 
 
 class CircuitBreaker:
@@ -40,28 +39,3 @@ class CircuitBreaker:
             self._open_until = self._clock() + self.open_seconds
             return True
         return False
-
-
-class ThrottledLog:
-    """At most one warning per reason every ``interval`` seconds, with the count of those held back."""
-
-    def __init__(
-        self, logger: logging.Logger, interval: float = 10.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def warning(self, reason: str, message: str) -> bool:
-        """Log ``message`` unless ``reason`` was logged less than ``interval`` ago; True when written."""
-        now = self._clock()
-        last = self._last.get(reason)
-        if last is not None and now - last < self.interval:
-            self._held[reason] = self._held.get(reason, 0) + 1
-            return False
-        self._last[reason] = now
-        suppressed = self._held.pop(reason, 0)
-        self.logger.warning(message, extra={"reason": reason, "suppressed": suppressed})
-        return True

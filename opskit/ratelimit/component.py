@@ -8,19 +8,16 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp
 
-from opskit.client_ip import ProxyResolver
 from opskit.component import Component
 from opskit.exchange import Exchange
 from opskit.paths import PathPatterns
 
-from .dependency import LIMITER_SCOPE_KEY, POLICY_SCOPE_KEY
-from .limiter import RateLimiter
-from .metrics import RateLimitMetrics
-from .policy import PROXIES_SCOPE_KEY, Policy, client_ip
+from .dependency import POLICY_FIELD, limiter_of
+from .policy import Policy, client_ip
 from .responses import rate_limit_headers, rejection_app
 
 if TYPE_CHECKING:
-    from opskit.settings import Settings
+    from opskit.runtime import Runtime
 
 __all__ = ["EXTERNAL_POLICY", "GlobalRateLimitComponent", "RateLimitComponent", "create_component"]
 
@@ -32,11 +29,12 @@ _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RateLimitComponent(Component):
-    """Serves route limits their limiter and the proxy-aware client, and attributes every 429 (its
-    own or the app's) to a policy in the access log and metrics."""
+    """Runs the runtime's limiter (shared with route limits), and attributes every 429 (its own or
+    the app's) to a policy in the access log and metrics."""
 
-    def __init__(self, settings: Settings, metrics: RateLimitMetrics | None = None) -> None:
-        self.limiter = RateLimiter.from_settings(settings, metrics)
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.limiter = limiter_of(runtime)
         self.policy = (
             Policy.build("global", settings.rate_limit, settings.rate_limit_key)
             if settings.rate_limit.strip()
@@ -46,7 +44,6 @@ class RateLimitComponent(Component):
         self._networks: tuple[_Network, ...] = tuple(
             ipaddress.ip_network(n, strict=False) for n in settings.rate_limit_exempt_networks
         )
-        self.proxies = ProxyResolver(settings.trusted_proxies)
         self._readiness = settings.rate_limit_readiness_check
 
     def _exempt(self, ex: Exchange) -> bool:
@@ -61,22 +58,11 @@ class RateLimitComponent(Component):
             return any(address in network for network in self._networks)
         return False
 
-    def request_started(self, ex: Exchange) -> None:
-        # Route limits (dependency, slowapi-style decorator) find the limiter and the client here.
-        scope = ex.scope
-        scope[LIMITER_SCOPE_KEY] = self.limiter
-        scope[PROXIES_SCOPE_KEY] = self.proxies
-
     def response_started(self, ex: Exchange) -> None:
         """Name the policy behind a refusal, also when the app refused by itself (a foreign 429)."""
-        if ex.rate_limit_policy is not None:
-            return
-        name = ex.scope.get(POLICY_SCOPE_KEY)
-        if name is not None:
-            ex.rate_limit_policy = str(name)
-        elif ex.status == 429:
+        if ex.status == 429 and (ex.annotations is None or POLICY_FIELD not in ex.annotations):
             # A 429 from the app itself (slowapi's Limiter, a hand-written check): count and name it.
-            ex.rate_limit_policy = EXTERNAL_POLICY
+            ex.annotate(**{POLICY_FIELD: EXTERNAL_POLICY})
             self.limiter.metrics.decision(EXTERNAL_POLICY, "limited")
 
     async def startup(self) -> None:
@@ -117,14 +103,15 @@ class GlobalRateLimitComponent(RateLimitComponent):
             if limiter.headers:
                 ex.response_headers += rate_limit_headers(policy.name, decision, legacy=limiter.legacy_headers)
             return None
-        ex.rate_limit_policy = policy.name
+        ex.annotate(**{POLICY_FIELD: policy.name})
         return rejection_app(policy.name, decision, legacy=limiter.legacy_headers)
 
 
-def create_component(settings: Settings, app: object = None) -> RateLimitComponent | None:
-    """The rate-limit component for ``settings`` (``None`` when ``OPSKIT_RATELIMIT_ENABLED=false``)."""
+def create_component(runtime: Runtime) -> RateLimitComponent | None:
+    """The rate-limit component (``None`` when ``OPSKIT_RATELIMIT_ENABLED=false``)."""
+    settings = runtime.settings
     if not settings.ratelimit_enabled:
         return None
     if settings.rate_limit.strip():
-        return GlobalRateLimitComponent(settings)
-    return RateLimitComponent(settings)
+        return GlobalRateLimitComponent(runtime)
+    return RateLimitComponent(runtime)

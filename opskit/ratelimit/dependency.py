@@ -9,35 +9,33 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from opskit.exchange import Exchange
+from opskit.runtime import Runtime, current
+
 from .decision import Decision
 from .limiter import RateLimiter
 from .policy import KeyFunc, Policy
 from .responses import rate_limit_headers, rejection_detail, retry_after
 
-__all__ = ["RateLimit", "default_limiter", "limiter_for"]
+__all__ = ["POLICY_FIELD", "RateLimit", "limiter_for", "limiter_of"]
 
-LIMITER_SCOPE_KEY = "opskit.ratelimiter"
-POLICY_SCOPE_KEY = "opskit.rate_limit_policy"
-
-_default: RateLimiter | None = None
+#: The access-log field naming the policy that refused a request.
+POLICY_FIELD = "ratelimit_policy"
 
 
-def default_limiter() -> RateLimiter:
-    """The limiter built from the settings, for apps that use route limits without ``instrument()``."""
-    global _default
-    if _default is None:
-        from opskit.settings import load_settings
-
-        _default = RateLimiter.from_settings(load_settings())
-    return _default
+def limiter_of(runtime: Runtime) -> RateLimiter:
+    """The runtime's limiter (built from its settings on first use): the middleware's and route limits'."""
+    limiter: RateLimiter = runtime.service("ratelimit", lambda rt: RateLimiter.from_settings(rt.settings))
+    return limiter
 
 
 def limiter_for(scope: MutableMapping[str, Any], explicit: RateLimiter | None = None) -> RateLimiter:
-    """The limiter to use: the explicit one, else the one opskit's middleware installed, else the default."""
+    """The limiter to use: the explicit one, else the runtime's of opskit's middleware above, else
+    the process's (for apps that use route limits without ``instrument()``)."""
     if explicit is not None:
         return explicit
-    found = scope.get(LIMITER_SCOPE_KEY)
-    return found if isinstance(found, RateLimiter) else default_limiter()
+    ex = Exchange.of(scope)
+    return limiter_of(ex.runtime if ex is not None else current())
 
 
 def rejection(policy: Policy, decision: Decision) -> HTTPException:
@@ -63,7 +61,9 @@ async def check(
     active = limiter_for(request.scope, limiter)
     decision = await active.hit(policy, client_key, cost)
     if not decision.allowed:
-        request.scope[POLICY_SCOPE_KEY] = policy.name
+        ex = Exchange.of(request.scope)
+        if ex is not None:
+            ex.annotate(**{POLICY_FIELD: policy.name})
         exc = rejection(policy, decision)
         if error is not None and not decision.unavailable:
             raise error(exc.status_code, exc.detail, headers=exc.headers)

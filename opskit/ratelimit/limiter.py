@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .breaker import CircuitBreaker, ThrottledLog
+from opskit.throttle import ThrottledLog
+
+from .breaker import CircuitBreaker
 from .decision import BackendError, Decision, Outcome
 from .memory import MemoryBackend
 from .metrics import RateLimitMetrics, default_metrics

@@ -10,6 +10,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from opskit.exchange import Exchange
+
 from .rate import Rate, parse_rates
 
 __all__ = ["KeyFunc", "Policy", "client_ip", "header_key", "key_from_spec"]
@@ -19,8 +21,6 @@ Scope = MutableMapping[str, Any]
 KeyFunc = Callable[[Request], str | None]
 ScopeKeyFunc = Callable[[Scope], str | None]
 
-# Set by the rate-limit component: the middleware's ProxyResolver (not the Exchange: no cycle).
-PROXIES_SCOPE_KEY = "opskit.proxies"
 _KEY_UNSAFE = str.maketrans({"{": "(", "}": ")", " ": "_"})
 _KEY_CACHE_SIZE = 4096
 _POLICY_NAME = re.compile(r"^[\x20-\x7e]{1,200}$")
@@ -28,9 +28,9 @@ _POLICY_NAME = re.compile(r"^[\x20-\x7e]{1,200}$")
 
 def client_address(scope: Scope) -> str | None:
     """The client address: proxy-aware under opskit's middleware (trusted proxies only), else the peer."""
-    proxies = scope.get(PROXIES_SCOPE_KEY)
-    if proxies is not None:
-        return proxies.client(scope)  # type: ignore[no-any-return]
+    ex = Exchange.of(scope)
+    if ex is not None:
+        return ex.client
     peer = scope.get("client")
     return str(peer[0]) if peer else None
 

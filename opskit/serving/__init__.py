@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .options import active_settings, gunicorn_options, use_settings
+from .hooks import ServerHooks
+from .options import gunicorn_options
 from .sizing import WorkerCount, worker_count
 
-__all__ = ["WorkerCount", "active_settings", "gunicorn_options", "use_settings", "worker_count"]
+__all__ = ["ServerHooks", "WorkerCount", "gunicorn_options", "worker_count"]

@@ -12,6 +12,8 @@ from gunicorn.util import import_app
 
 from .logs import flush, log_event
 
+__all__ = ["GunicornApplication"]
+
 
 class GunicornApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn's arbiter serving ``app_uri`` (``module:attribute``) with the given options."""

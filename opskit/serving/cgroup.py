@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+__all__ = ["cpu_limit", "is_v2", "membership", "memory_limit"]
+
+
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from . import cgroup
 
+__all__ = ["CpuCount", "affinity_count", "usable_cpus"]
+
 
 def affinity_count() -> int | None:
     """CPUs in this process's affinity mask (``taskset``, cpusets), or None where unsupported."""

@@ -13,21 +13,24 @@ from typing import Any
 
 from gunicorn import glogging
 
+from ..runtime import current
 from .logs import configure_process_logging
-from .options import active_settings
+
+__all__ = ["GunicornLogger"]
 
 
 class GunicornLogger(glogging.Logger):  # type: ignore[misc]
     """``logger_class`` for gunicorn: JSON lines through opskit, no access log of its own."""
 
     def setup(self, cfg: Any) -> None:
-        if not active_settings().logging_enabled:
+        settings = current().settings
+        if not settings.logging_enabled:
             super().setup(cfg)  # OPSKIT_LOGGING_ENABLED=false: gunicorn's own logging, untouched
             return
         self.cfg = cfg
         self._access_log_enabled = False
         self.loglevel = self.LOG_LEVELS.get(cfg.loglevel.lower(), logging.INFO)
-        configure_process_logging(active_settings())
+        configure_process_logging(settings)
         for log in (self.error_log, self.access_log):
             for handler in list(log.handlers):
                 log.removeHandler(handler)

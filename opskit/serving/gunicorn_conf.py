@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 
+from opskit.runtime import build_runtime
 from opskit.serving.logs import fatal_line
-from opskit.serving.options import active_settings, gunicorn_options
+from opskit.serving.options import gunicorn_options
 from opskit.settings import ConfigError
 
 try:
-    _options = gunicorn_options(active_settings())
+    _options = gunicorn_options(build_runtime())
 except ConfigError as _error:
     # One JSON line naming the variable, instead of gunicorn's "failed to read config" traceback.
     print(fatal_line(str(_error)), file=sys.stderr)

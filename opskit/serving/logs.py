@@ -7,8 +7,11 @@ import logging
 import sys
 from typing import Any
 
-from .._logging import configure_logging, get_logger
+from ..logging import configure_logging, get_logger
+from ..runtime import current
 from ..settings import Settings
+
+__all__ = ["configure_process_logging", "fatal_line", "flush", "log_event"]
 
 _LOGGER = "opskit.serving"
 
@@ -21,9 +24,7 @@ def configure_process_logging(settings: Settings) -> None:
 
 def log_event(level: int, event: str, **fields: Any) -> None:
     """Write one structured line from the serving machinery (a plain stdlib record when opskit logging is off)."""
-    from .options import active_settings
-
-    if active_settings().logging_enabled:
+    if current().settings.logging_enabled:
         get_logger(_LOGGER).log(level, event, **fields)
     else:
         logging.getLogger(_LOGGER).log(level, "%s %s", event, fields)

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import Settings, load_settings
+from ..runtime import Runtime
+from ..settings import Settings
+from .hooks import ServerHooks
 from .sizing import worker_count
+
+__all__ = ["LOGGER_CLASS", "WORKER_CLASS", "bind_addresses", "forwarded_allow_ips", "gunicorn_options"]
 
 WORKER_CLASS = "opskit.serving.worker.UvicornWorker"
 LOGGER_CLASS = "opskit.serving.glogging.GunicornLogger"
-
-_active: Settings | None = None
-
-
-def use_settings(settings: Settings) -> None:
-    """Make ``settings`` the ones the hooks, logger and workers of this process tree use."""
-    global _active
-    _active = settings
-
-
-def active_settings() -> Settings:
-    """The settings given to :func:`use_settings`, else read from the environment once."""
-    global _active
-    if _active is None:
-        _active = load_settings()
-    return _active
 
 
 def bind_addresses(settings: Settings) -> list[str]:
@@ -42,10 +30,14 @@ def forwarded_allow_ips(settings: Settings) -> list[str]:
     return list(settings.trusted_proxies)
 
 
-def gunicorn_options(settings: Settings) -> dict[str, Any]:
-    """Every gunicorn setting opskit chooses, keyed by gunicorn's setting names."""
-    from . import hooks
+def gunicorn_options(runtime: Runtime) -> dict[str, Any]:
+    """Every gunicorn setting opskit chooses for ``runtime``, keyed by gunicorn's setting names.
 
+    The server hooks are bound to ``runtime``: the master and its workers never read the
+    environment again.
+    """
+    settings = runtime.settings
+    hooks = ServerHooks(runtime)
     return {
         "bind": bind_addresses(settings),
         "workers": worker_count(settings).workers,
@@ -64,11 +56,5 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "proc_name": settings.service_name,
         # The control socket would be created under $HOME, which is read-only in the image.
         "control_socket_disable": True,
-        "on_starting": hooks.on_starting,
-        "when_ready": hooks.when_ready,
-        "post_fork": hooks.post_fork,
-        "child_exit": hooks.child_exit,
-        "worker_exit": hooks.worker_exit,
-        "worker_abort": hooks.worker_abort,
-        "on_exit": hooks.on_exit,
+        **hooks.as_options(),
     }

@@ -13,6 +13,8 @@ from pydantic_settings import EnvSettingsSource
 
 from ..settings import Settings, env_name
 
+__all__ = ["Entry", "entries", "render"]
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -10,6 +10,9 @@ from ..settings import Settings
 from . import cgroup
 from .cpu import usable_cpus
 
+__all__ = ["WorkerCount", "compute_workers", "worker_count"]
+
+
 _MIB = 1024 * 1024
 
 

@@ -23,10 +23,12 @@ from uvicorn.config import Config
 from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker as _UvicornWorker
 
-from opskit import health
-
+from .. import health
+from ..logging.config import hand_framework_loggers_to_root
+from ..runtime import current
 from .logs import flush
-from .options import active_settings
+
+__all__ = ["DrainingServer", "UvicornWorker"]
 
 _MAX_PATH = 200
 
@@ -78,19 +80,17 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        settings = current().settings
         # uvicorn-worker points uvicorn's loggers at gunicorn's handlers and stops propagation;
         # opskit's JSON logging is on the root logger instead.
-        for name in ("uvicorn", "uvicorn.error", "uvicorn.access") if active_settings().logging_enabled else ():
-            logger = logging.getLogger(name)
-            logger.handlers.clear()
-            logger.propagate = True
-            logger.setLevel(logging.NOTSET)
+        if settings.logging_enabled:
+            hand_framework_loggers_to_root()
         # Proxy headers are applied only when some peer is trusted (FORWARDED_ALLOW_IPS).
         self.config.proxy_headers = bool(self.cfg.forwarded_allow_ips)
         # Requests still running when GRACEFUL_TIMEOUT is near are cancelled by the worker itself,
         # a second early, so that the app's shutdown and the span/log flush still run before the
         # master's SIGKILL.
-        budget = self.cfg.graceful_timeout - active_settings().shutdown_delay - 1.0
+        budget = self.cfg.graceful_timeout - settings.shutdown_delay - 1.0
         self.config.timeout_graceful_shutdown = max(0.5, budget)
         self.server: DrainingServer | None = None
 
@@ -132,7 +132,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         """The requests this worker has started but not finished answering."""
         if self.server is None:
             return []
-        header = active_settings().request_id_header.lower().encode("latin-1")
+        header = current().settings.request_id_header.lower().encode("latin-1")
         requests = []
         for connection in list(self.server.server_state.connections):
             cycle = getattr(connection, "cycle", None)
@@ -148,7 +148,7 @@ class UvicornWorker(_UvicornWorker):  # type: ignore[misc]
         # The app is imported by now (its own logging set-up included): uvicorn's access log stays
         # off whatever that did, since opskit writes the access log.
         logging.getLogger("uvicorn.access").disabled = True
-        settings = active_settings()
+        settings = current().settings  # the app's, once it has called instrument()
         self.server = DrainingServer(
             self.config, shutdown_delay=settings.shutdown_delay, on_drain=health.begin_shutdown
         )

@@ -54,6 +54,11 @@ class CoreSettings(SettingsSection):
     request_id_format: RequestIdFormat = Field("uuid4", description="Format of generated IDs: `uuid4` or `uuid7`.")
     request_id_trust_incoming: bool = Field(True, description="Keep a valid incoming ID instead of always generating.")
     request_id_max_length: int = Field(128, ge=8, le=1024, description="Longest incoming ID accepted.")
+    request_id_log_interval: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between two log lines about refused incoming IDs of one reason (the rest are counted).",
+    )
 
     log_level: LogLevel = Field(
         "info",

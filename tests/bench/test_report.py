@@ -87,9 +87,9 @@ class TestTargetsTable:
 
     def test_unmeasured_target_is_not_built_yet(self) -> None:
         """A target whose variant was reported n/a says so rather than pass or miss."""
-        missing = Summary(BY_NAME["opskit-tracing"], Status("n/a", "not built yet"))
+        missing = Summary(BY_NAME["opskit-tracing"], Status("n/a", "feature unavailable"))
         tracing = line(targets_table(report(row("opskit-metrics", 9_500), missing)), "| tracing alone")
-        assert "n/a (not built yet)" in tracing
+        assert "n/a (feature unavailable)" in tracing
 
     def test_a_limiter_failing_open_is_called_out(self) -> None:
         """A limiter run in which half the requests never reached Redis carries that warning in its verdict."""

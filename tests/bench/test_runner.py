@@ -248,7 +248,7 @@ class TestSummarize:
 
     def test_unmeasured_rows_stay_empty(self) -> None:
         """A variant reported n/a has no numbers."""
-        missing = Summary(BY_NAME["opskit-tracing"], Status("n/a", "not built yet"))
+        missing = Summary(BY_NAME["opskit-tracing"], Status("n/a", "feature unavailable"))
         summarize([missing])
         assert not missing.measured and missing.rps == 0.0 and missing.ratio == 0.0
         assert missing.ratio_spread is None

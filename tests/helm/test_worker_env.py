@@ -15,8 +15,7 @@ from opskit.settings import env_vars
 from tests.helm.chart import CHART, Manifest, container_env, one, render
 from tests.servers import ROOT, SCRIPTS, Background, free_port, wait_for_port
 
-# The variables the chart passes to the workers (serving, metrics, rate limiting, tracing): the reference
-# for the check below until the serving settings (opskit/settings/serving.py) exist; then env_vars() is.
+# The variables the chart must pass to the workers (serving, metrics, rate limiting, tracing).
 SERVING_ENV = frozenset(
     {
         "WEB_CONCURRENCY",
@@ -40,16 +39,11 @@ SERVING_ENV = frozenset(
         "OTEL_RESOURCE_ATTRIBUTES",
     }
 )
-# Read by the OpenTelemetry SDK itself, not by opskit's settings.
-OTEL_SDK_ENV = frozenset({"OTEL_RESOURCE_ATTRIBUTES"})
 
 
 def settings_env() -> set[str]:
-    """Every variable opskit reads: the settings object's, plus the serving ones while that section is empty."""
-    names = set(env_vars())
-    if "WEB_CONCURRENCY" not in names:
-        names |= SERVING_ENV
-    return names | OTEL_SDK_ENV
+    """Every variable opskit reads (``OTEL_RESOURCE_ATTRIBUTES`` too: opskit builds the resource itself)."""
+    return set(env_vars())
 
 
 def _all_options() -> list[Manifest]:

@@ -23,7 +23,7 @@ from opskit.exchange import Exchange
 from opskit.metrics.component import MetricsComponent
 from opskit.metrics.registry import Registry
 from opskit.middleware import OpskitMiddleware
-from opskit.routes import RouteTemplates
+from opskit.runtime import Runtime
 from opskit.settings import Settings
 
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -83,11 +83,7 @@ def create_app() -> FastAPI:
 def wrapped(settings: Settings, registry: Registry | None = None) -> tuple[OpskitMiddleware, MetricsComponent]:
     """The test app behind opskit's middleware with metrics (and the trace ID stand-in)."""
     app = create_app()
-    metrics = MetricsComponent(settings, app, registry)
-    middleware = OpskitMiddleware(
-        app,
-        settings=settings,
-        components=[TraceIdsFromHeader(), metrics],
-        routes=RouteTemplates(app, settings.unmatched_route),
-    )
+    runtime = Runtime(settings, app)
+    metrics = MetricsComponent(runtime, registry)
+    middleware = OpskitMiddleware(app, runtime, [TraceIdsFromHeader(), metrics])
     return middleware, metrics

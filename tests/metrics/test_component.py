@@ -294,10 +294,15 @@ def test_component_is_registered_by_instrument() -> None:
 
     import opskit
     from opskit.instrument import build_components
+    from opskit.runtime import Runtime
     from opskit.settings import load_settings as load
 
-    assert any(isinstance(c, MetricsComponent) for c in build_components(load(logging_enabled=False), FastAPI()))
-    assert not any(isinstance(c, MetricsComponent) for c in build_components(load(metrics_enabled=False), FastAPI()))
+    assert any(
+        isinstance(c, MetricsComponent) for c in build_components(Runtime(load(logging_enabled=False), FastAPI()))
+    )
+    assert not any(
+        isinstance(c, MetricsComponent) for c in build_components(Runtime(load(metrics_enabled=False), FastAPI()))
+    )
     assert opskit.instrument is not None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from opskit.metrics._store import process_start_time
+from opskit.metrics.store import process_start_time
 from tests.metrics.parsing import parse_text
 from tests.servers import ROOT, Background, free_port, listening_socket, wait_for_port
 

@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 import opskit
 from opskit.metrics import Registry
 from opskit.ratelimit import Decision, Policy, RateLimiter
-from opskit.ratelimit.breaker import CircuitBreaker, ThrottledLog
+from opskit.ratelimit.breaker import CircuitBreaker
 from opskit.ratelimit.metrics import RateLimitMetrics
+from opskit.throttle import ThrottledLog
 from tests.ratelimit.conftest import redis_limiter, sample
 from tests.servers import RedisServer
 

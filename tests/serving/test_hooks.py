@@ -7,47 +7,52 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from opskit.serving import hooks, options
-from opskit.serving.options import use_settings
+from opskit.runtime import Runtime
+from opskit.serving.hooks import MULTIPROC_ENV, ServerHooks
 from opskit.settings import load_settings
 
 
 @pytest.fixture(autouse=True)
-def clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def clean_state() -> Iterator[None]:
     """The hooks export PROMETHEUS_MULTIPROC_DIR: restore it, or later servers inherit a dead path."""
-    monkeypatch.setattr(options, "_active", None)
-    saved = os.environ.pop(hooks.MULTIPROC_ENV, None)
+    saved = os.environ.pop(MULTIPROC_ENV, None)
     try:
         yield
     finally:
-        hooks.on_exit(SimpleNamespace())
-        os.environ.pop(hooks.MULTIPROC_ENV, None)
+        os.environ.pop(MULTIPROC_ENV, None)
         if saved is not None:
-            os.environ[hooks.MULTIPROC_ENV] = saved
+            os.environ[MULTIPROC_ENV] = saved
+
+
+def hooks(**overrides: Any) -> ServerHooks:
+    return ServerHooks(Runtime(load_settings(**overrides)))
 
 
 class TestMetricsDirectory:
     def test_private_directory_when_unset(self) -> None:
         """Without PROMETHEUS_MULTIPROC_DIR the master makes a private temp directory, exports it, removes it."""
-        use_settings(load_settings(web_concurrency=2))
-        hooks.on_starting(SimpleNamespace(num_workers=2))
-        path = Path(os.environ[hooks.MULTIPROC_ENV])
+        server = hooks(web_concurrency=2)
+        server.on_starting(SimpleNamespace(num_workers=2))
+        path = Path(os.environ[MULTIPROC_ENV])
         assert path.is_dir() and path.parent == Path(tempfile.gettempdir()) and oct(path.stat().st_mode)[-3:] == "700"
-        hooks.on_exit(SimpleNamespace())
+        assert server.runtime.settings.prometheus_multiproc_dir == str(path)  # what the workers inherit
+        server.on_exit(SimpleNamespace())
         assert not path.exists()
 
     def test_nothing_when_metrics_disabled(self) -> None:
         """With metrics off no directory is made and the variable stays unset."""
-        use_settings(load_settings(metrics_enabled=False))
-        hooks.on_starting(SimpleNamespace(num_workers=1))
-        assert hooks.MULTIPROC_ENV not in os.environ
+        server = hooks(metrics_enabled=False)
+        server.on_starting(SimpleNamespace(num_workers=1))
+        assert MULTIPROC_ENV not in os.environ
+        server.on_exit(SimpleNamespace())
 
     def test_child_exit_without_directory_is_harmless(self) -> None:
         """child_exit before any directory exists does nothing."""
-        hooks.child_exit(SimpleNamespace(), SimpleNamespace(pid=12345))
+        hooks().child_exit(SimpleNamespace(), SimpleNamespace(pid=12345))
 
 
 class TestWorkerExit:
@@ -57,7 +62,8 @@ class TestWorkerExit:
         import opskit.tracing
 
         monkeypatch.setattr(opskit.tracing, "shutdown", lambda: calls.append("shutdown"))
-        hooks.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid() + 1))
+        server = hooks()
+        server.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid() + 1))
         assert calls == []
-        hooks.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid()))
+        server.worker_exit(SimpleNamespace(), SimpleNamespace(pid=os.getpid()))
         assert calls == ["shutdown"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from opskit.runtime import Runtime
 from opskit.serving.options import WORKER_CLASS, bind_addresses, forwarded_allow_ips, gunicorn_options
 from opskit.settings import ConfigError, load_settings
 
@@ -26,7 +27,7 @@ class TestProxies:
         """Unlike gunicorn's 127.0.0.1 default, no peer's forwarded headers are applied."""
         settings = load_settings()
         assert forwarded_allow_ips(settings) == []
-        assert gunicorn_options(settings)["forwarded_allow_ips"] == ""
+        assert gunicorn_options(Runtime(settings))["forwarded_allow_ips"] == ""
 
     def test_follows_trusted_proxies(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Unset FORWARDED_ALLOW_IPS follows OPSKIT_TRUSTED_PROXIES; set, it wins."""
@@ -55,7 +56,7 @@ class TestOptions:
             "LOG_LEVEL": "warning",
         }.items():
             monkeypatch.setenv(name, value)
-        options = gunicorn_options(load_settings())
+        options = gunicorn_options(Runtime(load_settings()))
         assert (options["workers"], options["timeout"], options["graceful_timeout"], options["keepalive"]) == (
             5,
             11,

@@ -12,7 +12,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from opentelemetry.util._once import Once
 
 import opskit.tracing
-from opskit.tracing import _lifecycle
+from opskit.tracing import lifecycle
 from tests.tracing.receiver import OtlpReceiver, otlp_receiver
 
 
@@ -31,7 +31,7 @@ def _forget_global_provider() -> None:
     # inherit one (FastAPI's native telemetry switches on when it exists), nor a test's propagators.
     trace._TRACER_PROVIDER_SET_ONCE = Once()
     trace._TRACER_PROVIDER = None
-    _lifecycle._global_provider_set = False
+    lifecycle._provider_installed = False
     propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]))
 
 

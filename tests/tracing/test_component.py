@@ -13,8 +13,9 @@ from starlette.testclient import TestClient
 
 import opskit.tracing
 from opskit.instrument import build_components
+from opskit.runtime import Runtime
 from opskit.settings import load_settings
-from opskit.tracing import TracingComponent, _lifecycle
+from opskit.tracing import TracingComponent, lifecycle
 from tests.conftest import LogReader
 from tests.tracing.app import create
 from tests.tracing.receiver import OtlpReceiver, ReceivedSpan
@@ -214,16 +215,18 @@ class TestCorrelation:
 class TestCost:
     def test_no_exporter_means_no_component(self) -> None:
         """Tracing on but nothing to export to: no tracing component is installed at all."""
-        assert not [c for c in build_components(load_settings(), None) if isinstance(c, TracingComponent)]
+        assert not [c for c in build_components(Runtime(load_settings())) if isinstance(c, TracingComponent)]
         assert not [
-            c for c in build_components(load_settings(traces_exporter="none"), None) if isinstance(c, TracingComponent)
+            c
+            for c in build_components(Runtime(load_settings(traces_exporter="none")))
+            if isinstance(c, TracingComponent)
         ]
 
     def test_disabled_means_no_component(self, receiver: OtlpReceiver) -> None:
         """OPSKIT_TRACING_ENABLED=false and OTEL_SDK_DISABLED=true switch tracing off despite an endpoint."""
         for off in ({"tracing_enabled": False}, {"otel_sdk_disabled": True}):
             settings = load_settings(otlp_endpoint=receiver.endpoint, **off)
-            assert not [c for c in build_components(settings, None) if isinstance(c, TracingComponent)]
+            assert not [c for c in build_components(Runtime(settings)) if isinstance(c, TracingComponent)]
 
     def test_instrument_creates_no_thread(self, receiver: OtlpReceiver) -> None:
         """instrument() at import time (a preloading master) starts no export thread; a request does."""
@@ -243,12 +246,11 @@ class TestCost:
         self, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """In post_fork, before the app has started, init_worker builds the pipeline from OTEL_* variables."""
-        monkeypatch.setattr(_lifecycle, "_settings", None)
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
         monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
         opskit.tracing.init_worker()
-        assert _lifecycle.pipeline is not None
-        assert _lifecycle.pipeline.resource.attributes["service.name"] == "from-env"
+        assert lifecycle.pipeline is not None
+        assert lifecycle.pipeline.resource.attributes["service.name"] == "from-env"
 
     def test_lifespan_shutdown_flushes(self, receiver: OtlpReceiver) -> None:
         """Spans queued when the app shuts down (lifespan) are exported before it exits."""
@@ -257,3 +259,45 @@ class TestCost:
             c.get("/items/2")
             assert receiver.spans() == []  # still queued
         assert len(receiver.spans()) == 2
+
+
+class TestReconcile:
+    """A pipeline built before the app (init_worker in post_fork) yields to what the app says."""
+
+    @pytest.fixture
+    def started_from_env(self, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+        opskit.tracing.init_worker()
+        assert lifecycle.pipeline is not None
+
+    @pytest.mark.usefixtures("started_from_env")
+    def test_switched_off_by_the_app(self, receiver: OtlpReceiver, log_lines: LogReader) -> None:
+        """instrument(app, tracing_enabled=False): the pipeline stops, user spans record nothing, one line says so."""
+        tracer = trace.get_tracer("user.code")  # taken while the early pipeline was current
+        with TestClient(create(tracing_enabled=False)) as c:
+            assert lifecycle.pipeline is None
+            assert c.get("/child").status_code == 200
+            with tracer.start_as_current_span("after") as span:
+                assert not span.is_recording()
+        assert exported(receiver) == []
+        said = [line for line in log_lines() if "switched off" in str(line.get("event"))]
+        assert len(said) == 1
+
+    @pytest.mark.usefixtures("started_from_env")
+    def test_rebuilt_with_the_app_service_name(self, receiver: OtlpReceiver) -> None:
+        """instrument(app, service_name=...): spans, user spans included, carry the app's name."""
+        with TestClient(create(service_name="from-app")) as c:
+            assert c.get("/child").status_code == 200
+        spans = exported(receiver)
+        assert {s.name for s in spans} == {"GET /child", "child work"}
+        assert {s.resource["service.name"] for s in spans} == {"from-app"}
+
+    def test_same_settings_keep_the_pipeline(self, receiver: OtlpReceiver) -> None:
+        """The app's settings equal to the early ones: the running pipeline is kept."""
+        settings = load_settings(otlp_endpoint=receiver.endpoint)
+        opskit.tracing.init_worker(settings)
+        early = lifecycle.pipeline
+        with TestClient(create(otlp_endpoint=receiver.endpoint)) as c:
+            c.get("/items/1")
+            assert lifecycle.pipeline is early

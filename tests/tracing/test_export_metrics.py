@@ -18,15 +18,15 @@ import opskit.tracing
 from opskit.metrics import REGISTRY, Registry
 from opskit.metrics.exposition import render
 from opskit.settings import load_settings
-from opskit.tracing._export_metrics import (
+from opskit.tracing.export_metrics import (
     SDK_EXPORT_LOGGER,
     CountingExporter,
     TraceMetrics,
     count_drops,
     failure_reason,
 )
-from opskit.tracing._otlp import RequestSpanExporter
-from opskit.tracing._pipeline import SCOPE, build_pipeline
+from opskit.tracing.otlp import RequestSpanExporter
+from opskit.tracing.pipeline import SCOPE, build_pipeline
 from tests.servers import free_port
 from tests.tracing.app import create
 from tests.tracing.receiver import OtlpReceiver, otlp_receiver

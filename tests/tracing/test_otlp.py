@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from opskit.tracing._otlp import RequestSpanEncoder
-from opskit.tracing._pipeline import SCOPE
+from opskit.tracing.otlp import RequestSpanEncoder
+from opskit.tracing.pipeline import SCOPE
 
 RESOURCE = Resource({"service.name": "shop", "k8s.pod.name": "shop-1", "build": 7}, schema_url="https://x/1")
 REMOTE = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("a", "1")]))

@@ -11,9 +11,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased,
 from starlette.testclient import TestClient
 
 import opskit.tracing
+from opskit.runtime import Runtime
 from opskit.settings import ConfigError, load_settings
 from opskit.tracing import create_component
-from opskit.tracing._pipeline import build_resource, build_sampler, traces_endpoint
+from opskit.tracing.pipeline import build_resource, build_sampler, traces_endpoint
 from tests.tracing.app import create
 from tests.tracing.receiver import OtlpReceiver
 
@@ -50,7 +51,7 @@ class TestExporterChoice:
         """OTLP over gRPC without opskit[grpc] installed names the variable and the fix."""
         settings = load_settings(traces_exporter="otlp", otlp_protocol="grpc")
         with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.*opskit\[grpc\]"):
-            create_component(settings, None)
+            create_component(Runtime(settings))
 
     def test_console_exporter_writes_one_json_line_per_span(self, capfd: pytest.CaptureFixture[str]) -> None:
         """OTEL_TRACES_EXPORTER=console prints each span as one JSON object on one line."""

@@ -8,7 +8,7 @@ import pytest
 from opentelemetry import baggage
 from opentelemetry.context import Context
 
-from opskit.tracing._propagation import extract_baggage, parse_traceparent, parse_tracestate
+from opskit.tracing.propagation import extract_baggage, parse_traceparent, parse_tracestate
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 import opskit.tracing
 from opskit.settings import ConfigError, load_settings
-from opskit.tracing import _lifecycle
-from opskit.tracing._propagation import ForeignExtractor
+from opskit.tracing import lifecycle
+from opskit.tracing.propagation import ForeignExtractor
 from tests.conftest import LogReader
 from tests.tracing.app import create
 from tests.tracing.receiver import OtlpReceiver, ReceivedSpan
@@ -156,7 +156,7 @@ def uninstrument() -> Iterator[None]:
 
 def injected(propagators: str) -> dict[str, str]:
     """The headers the global propagator writes for a sampled span, once this worker's pipeline exists."""
-    _lifecycle.start(load_settings(traces_exporter="console", propagators=propagators))
+    lifecycle.start(load_settings(traces_exporter="console", propagators=propagators))
     span = NonRecordingSpan(SpanContext(int(TRACE, 16), int(SPAN, 16), False, TraceFlags(TraceFlags.SAMPLED)))
     carrier: dict[str, str] = {}
     propagate.inject(carrier, trace.set_span_in_context(span, Context()))

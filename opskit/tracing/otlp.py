@@ -19,12 +19,15 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from ._export_metrics import failure_reason
+from .export_metrics import failure_reason
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+__all__ = ["RequestSpanEncoder", "RequestSpanExporter"]
+
 
 log = logging.getLogger("opskit.tracing")
 

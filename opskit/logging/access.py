@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._logging import get_logger, static_fields, timestamp, write_json
-from .component import Component
-from .context import _request_id
-from .exchange import Exchange
-from .paths import PathPatterns
-from .settings import Settings
+from ..component import Component
+from ..context import _request_id
+from ..exchange import Exchange
+from ..paths import PathPatterns
+from .config import get_logger
+from .processors import RequestContext, timestamp
+from .writer import write_json
 
-__all__ = ["AccessLog"]
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = ["AccessLog", "create_component"]
 
 _MAX_FIELD = 1024  # a hostile User-Agent or path must not make a line unbounded
 
@@ -26,15 +30,17 @@ class AccessLog(Component):
     """Writes the access-log line; replaces uvicorn's and gunicorn's own access logs.
 
     In JSON format the line is built directly, in the same shape as every other line, instead
-    of through the processor chain: its keys are fixed and never sensitive, and it is written
-    once per request.
+    of through the processor chain: its keys are fixed and never sensitive, it is written once per
+    request, and its context fields come from the same :class:`RequestContext` the chain uses.
+    Fields features add to the request (``ex.annotations``) follow the fixed ones.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
         self._log = get_logger("opskit.access")
         self._excluded = PathPatterns(settings.access_log_exclude_paths)
         self._fast = settings.log_format == "json"
-        self._static = static_fields(settings)
+        self._context = RequestContext(settings)
         self._info = logging.getLevelName(settings.log_level.upper()) <= logging.INFO
         self._error = logging.getLevelName(settings.log_level.upper()) <= logging.ERROR
 
@@ -54,8 +60,8 @@ class AccessLog(Component):
             "client": ex.client,
             "user_agent": ua[:_MAX_FIELD].decode("latin-1") if ua is not None else None,
         }
-        if ex.rate_limit_policy is not None:
-            fields["ratelimit_policy"] = ex.rate_limit_policy
+        if ex.annotations:
+            fields.update(ex.annotations)
         if not self._fast:
             (self._log.error if failed else self._log.info)("request", **fields)
             return
@@ -66,13 +72,7 @@ class AccessLog(Component):
             "event": "request",
             **fields,
         }
-        rid = ex.request_id or _request_id.get()
-        if rid is not None:
-            line["request_id"] = rid
-        if ex.trace_id is not None:
-            line["trace_id"] = ex.trace_id
-            line["span_id"] = ex.span_id
-        line.update(self._static)
+        self._context.fill(line, ex.request_id or _request_id.get(), ex.trace_id, ex.span_id)
         write_json(line)
 
     def websocket_closed(self, ex: Exchange) -> None:
@@ -86,3 +86,9 @@ class AccessLog(Component):
             duration_ms=_milliseconds(ex.duration),
             client=ex.client,
         )
+
+
+def create_component(runtime: Runtime) -> AccessLog | None:
+    """The access log, when logging and the access log are on."""
+    settings = runtime.settings
+    return AccessLog(runtime) if settings.logging_enabled and settings.access_log_enabled else None

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
     from opentelemetry.util import types
 
+__all__ = ["ServerSpan"]
+
+
 MAX_ATTRIBUTES = 128
 MAX_EVENTS = 128
 _PRIMITIVES = (str, bool, int, float)

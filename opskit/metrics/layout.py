@@ -20,6 +20,30 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+__all__ = [
+    "ABSORBED",
+    "ENTRY",
+    "EXEMPLAR_BYTES",
+    "EXEMPLAR_DOUBLES",
+    "Entry",
+    "GAUGE_MAX",
+    "GAUGE_MIN",
+    "GAUGE_SUM",
+    "HEADER",
+    "Header",
+    "MAGIC",
+    "MERGE_MODES",
+    "SUM",
+    "TRACE_ID_BYTES",
+    "USED_OFFSET",
+    "encode",
+    "entries",
+    "entry_size",
+    "padded",
+    "read_header",
+]
+
+
 MAGIC: Final = b"OPSKMET1"
 HEADER: Final = struct.Struct("<8sQqQ")
 ENTRY: Final = struct.Struct("<IIII")

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import metrics as _metrics
 from ..metrics.registry import Counter, CounterChild, Registry
-from ..ratelimit.breaker import ThrottledLog
+from ..throttle import ThrottledLog
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan

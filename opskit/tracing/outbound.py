@@ -7,7 +7,10 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["INSTRUMENTORS", "instrument_outbound"]
+
 
 log = logging.getLogger("opskit.tracing")
 

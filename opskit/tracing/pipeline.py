@@ -27,10 +27,22 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 from opskit.settings import ConfigError
 from opskit.settings.tracing import parse_key_values
 
-from ._export_metrics import CountingExporter, TraceMetrics, count_drops, default_metrics, hold_back_sdk_export_lines
+from .export_metrics import CountingExporter, TraceMetrics, count_drops, default_metrics, hold_back_sdk_export_lines
 
 if TYPE_CHECKING:
     from opskit.settings import Settings
+
+__all__ = [
+    "Pipeline",
+    "SCOPE",
+    "build_exporter",
+    "build_pipeline",
+    "build_resource",
+    "build_sampler",
+    "check_settings",
+    "traces_endpoint",
+]
+
 
 SCOPE = InstrumentationScope("opskit.tracing", "0.1.0")
 GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
@@ -125,7 +137,7 @@ def build_exporter(settings: Settings) -> SpanExporter:
         return grpc_exporter
     from opentelemetry.exporter.otlp.proto.http import Compression
 
-    from ._otlp import RequestSpanExporter
+    from .otlp import RequestSpanExporter
 
     return RequestSpanExporter(
         scope=SCOPE,

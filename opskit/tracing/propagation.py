@@ -25,6 +25,16 @@ from opentelemetry.trace import SpanContext, TraceFlags, TraceState
 
 from opskit.settings.tracing import PROPAGATOR_GROUP, W3C_PROPAGATORS
 
+__all__ = [
+    "ForeignExtractor",
+    "build_propagator",
+    "extract_baggage",
+    "load_propagator",
+    "parse_traceparent",
+    "parse_tracestate",
+]
+
+
 TRACEPARENT_MAX = 128  # version 00 is 55 bytes; later versions may append fields
 TRACESTATE_MAX = 1024
 TRACESTATE_MEMBERS = 32

@@ -24,14 +24,17 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 from opskit.component import Component
 from opskit.settings.tracing import W3C_PROPAGATORS
 
-from . import _lifecycle
-from ._pipeline import SCOPE
-from ._propagation import ForeignExtractor, extract_baggage, parse_traceparent
-from ._span import ServerSpan
+from . import lifecycle
+from .pipeline import SCOPE, check_settings
+from .propagation import ForeignExtractor, extract_baggage, parse_traceparent
+from .span import ServerSpan
 
 if TYPE_CHECKING:
     from opskit.exchange import Exchange
-    from opskit.settings import Settings
+    from opskit.runtime import Runtime
+
+__all__ = ["TracingComponent", "create_component"]
+
 
 log = logging.getLogger("opskit.tracing")
 
@@ -65,8 +68,9 @@ def _server_address(host: bytes | None, scope: MutableMapping[str, Any]) -> tupl
 class TracingComponent(Component):
     """Traces every HTTP request whose path is not excluded; see the module docstring."""
 
-    def __init__(self, settings: Settings) -> None:
-        excluded = {settings.health_path, settings.readiness_path, getattr(settings, "metrics_path", "/metrics")}
+    def __init__(self, runtime: Runtime) -> None:
+        settings = self._settings = runtime.settings
+        excluded = {settings.health_path, settings.readiness_path, settings.metrics_path}
         self._excluded = frozenset(excluded)
         patterns = settings.tracing_excluded_urls
         self._excluded_match = re.compile("|".join(f"(?:{p})" for p in patterns)).search if patterns else None
@@ -81,7 +85,6 @@ class TracingComponent(Component):
         foreign = [name for name in propagators if name not in W3C_PROPAGATORS and name != "none"]
         self._foreign = ForeignExtractor(propagators) if foreign else None
         self._last_error = 0.0
-        _lifecycle.configure(settings)
 
     def _failed(self, where: str) -> None:
         # Tracing degrades, the request goes on; one line a minute at most.
@@ -113,12 +116,12 @@ class TracingComponent(Component):
         path: str = ex.path
         if path in self._excluded or (self._excluded_match is not None and self._excluded_match(path)):
             return
-        pipeline = _lifecycle.pipeline or _lifecycle.start()
+        pipeline = lifecycle.pipeline or lifecycle.start(self._settings)
         if pipeline is None:
             return
         scope = ex.scope
         traceparent = tracestate = baggage = user_agent = host = None
-        for name, value in scope["headers"]:
+        for name, value in scope.get("headers", ()):
             if name == b"traceparent":
                 traceparent = value
             elif name == b"tracestate":
@@ -131,7 +134,7 @@ class TracingComponent(Component):
                 host = value
         parent = parse_traceparent(traceparent, tracestate) if traceparent and self._tracecontext else None
         if self._foreign is not None:
-            parent = self._foreign.extract(scope["headers"], parent)
+            parent = self._foreign.extract(scope.get("headers", ()), parent)
         base = extract_baggage(baggage, _EMPTY) if baggage and self._baggage else _EMPTY
         parent_context = trace.set_span_in_context(NonRecordingSpan(parent), base) if parent else base
 
@@ -198,7 +201,6 @@ class TracingComponent(Component):
         )
         ex.state[STATE_KEY] = (otel_context.attach(trace.set_span_in_context(span, parent_context)), span)
         if sampled:
-            ex.span = span
             ex.trace_id = f"{trace_id:032x}"
             ex.span_id = f"{span_id:016x}"
 
@@ -244,11 +246,11 @@ class TracingComponent(Component):
 
     async def startup(self) -> None:
         """Create this process's pipeline before the first request (lifespan runs in the worker)."""
-        _lifecycle.start()
+        lifecycle.start(self._settings)
 
     async def shutdown(self) -> None:
         """Export the queued spans and stop the export thread (lifespan shutdown, e.g. on SIGTERM)."""
-        _lifecycle.shutdown()
+        lifecycle.shutdown()
 
     def _end(self, ex: Exchange, span: ServerSpan) -> None:
         exception = ex.exception
@@ -260,3 +262,32 @@ class TracingComponent(Component):
         end = ex.end
         # The span lasts until the body completed, like the access log's duration: not the BackgroundTasks.
         span.end(span.start_time + int((end - ex.start) * 1e9) if end else None)
+
+
+def create_component(runtime: Runtime) -> TracingComponent | None:
+    """The tracing component of ``runtime``, or None when tracing is off or exports nowhere.
+
+    A pipeline this process built from other settings (an ``init_worker()`` in ``post_fork``,
+    before the app said otherwise) is stopped first. Creates no thread and no connection (safe in a
+    preloading gunicorn master); raises :class:`opskit.settings.ConfigError` when the configuration
+    cannot work here (``grpc`` without the gRPC extra).
+    """
+    settings = runtime.settings
+    lifecycle.reconcile(settings)
+    if not settings.tracing_enabled or settings.traces_exporter_resolved == "none":
+        return None
+    check_settings(settings)
+    _hand_over_fastapi_tracing(runtime.app)
+    return TracingComponent(runtime)
+
+
+def _hand_over_fastapi_tracing(app: Any) -> None:
+    """Switch off FastAPI's native request spans (``FastAPI(telemetry={"tracing": False})``).
+
+    FastAPI starts its own SERVER span as soon as a global tracer provider exists, outside opskit's
+    middleware: every request would be traced twice, at twice the cost. An app that passed its
+    own ``tracer_provider`` to FastAPI keeps its choice.
+    """
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and config.get("tracer_provider") is None:
+        config["tracing"] = False

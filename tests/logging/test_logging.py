@@ -18,8 +18,8 @@ import pytest
 from starlette.testclient import TestClient
 
 import opskit
-from opskit import _logging as opskit_logging
-from opskit._logging import LineWriter
+from opskit.logging import writer as opskit_writer
+from opskit.logging.writer import LineWriter
 from opskit.settings import load_settings
 from tests.apps import full
 from tests.conftest import LogReader
@@ -275,7 +275,7 @@ class TestCoalescedWrites:
             pid = os.fork()
             if pid == 0:
                 log.info("child")
-                opskit_logging._WRITER.flush()
+                opskit_writer.WRITER.flush()
                 os._exit(0)
             return pid
 

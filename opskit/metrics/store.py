@@ -17,7 +17,7 @@ import threading
 import weakref
 from typing import Final
 
-from ._layout import (
+from .layout import (
     ENTRY,
     EXEMPLAR_BYTES,
     HEADER,
