@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # opskit service image: `docker build -t opskit-demo .` then `docker run --read-only --tmpfs /tmp -p 8000:8000 opskit-demo`.
-# The app is installed as a wheel into /opt/venv in the build stage; the final stage has no compilers,
-# runs as UID 10001 and writes only under /tmp (metrics directory, gunicorn heartbeat files).
+# The build stage installs opskit (the distribution opskit-asgi, with FastAPI for the demo) as a wheel into /opt/venv;
+# the final stage has no compilers, runs as UID 10001 and writes only under /tmp (metrics directory, gunicorn
+# heartbeat files).
 
 FROM python:3.12.8-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -12,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY opskit ./opskit
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir /wheels/opskit-*.whl \
+    && /opt/venv/bin/pip install --no-cache-dir "$(echo /wheels/opskit_asgi-*.whl)[fastapi]" \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM python:3.12.8-slim-bookworm
@@ -34,5 +35,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 STOPSIGNAL SIGTERM
-# No ENTRYPOINT: `docker run IMAGE opskit config` and a compose `command:` replace the whole line.
-CMD ["opskit", "serve", "examples.demo:app"]
+# No ENTRYPOINT: `docker run IMAGE opskit-asgi config` and a compose `command:` replace the whole line.
+CMD ["opskit-asgi", "serve", "examples.demo:app"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGES = (
-    "opskit",
+    "opskit-asgi",
     "fastapi",
     "starlette",
     "uvicorn",

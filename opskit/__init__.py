@@ -15,8 +15,7 @@ from .logging import configure_logging, get_logger
 from .middleware import OpskitMiddleware
 from .runtime import Runtime
 from .settings import ConfigError, Settings, load_settings
-
-__version__ = "0.1.0"
+from .version import VERSION as __version__
 
 __all__ = [
     "Component",

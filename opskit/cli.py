@@ -11,12 +11,14 @@ from typing import Any
 
 from .runtime import Runtime, build_runtime
 from .settings import ConfigError, Settings
+from .version import DISTRIBUTION, VERSION
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="opskit", description="Serve and inspect opskit-instrumented ASGI apps.")
+    parser = argparse.ArgumentParser(prog="opskit-asgi", description="Serve and inspect opskit-instrumented ASGI apps.")
+    parser.add_argument("--version", action="version", version=f"{DISTRIBUTION} {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     overrides = argparse.ArgumentParser(add_help=False)

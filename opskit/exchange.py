@@ -23,8 +23,9 @@ class Exchange:
 
     Only facts shared across features live here: when it started and ended, its status and
     response size, its request ID, route template and client, whether the client left before the
-    response was complete (``disconnected``), the exception that escaped the app, the sampled trace it belongs to (``trace_id``/``span_id``, read by the access log and
-    metric exemplars) and ``annotations``, fields features add to the request's access-log line.
+    response was complete (``disconnected``), the exception that escaped the app, the sampled
+    trace it belongs to (``trace_id``/``span_id``, read by the access log and metric exemplars)
+    and ``annotations``, fields features add to the request's access-log line.
     Data private to one component goes in :attr:`state`, keyed by that component.
     """
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,8 +30,12 @@ from bench.processes import (
     which,
 )
 
+# The console scripts of the environment running the tests (`make` keeps one venv per Python).
+SCRIPTS = Path(sys.executable).parent
+
 __all__ = [
     "ROOT",
+    "SCRIPTS",
     "TOOLS_BIN",
     "Background",
     "RedisServer",
@@ -138,10 +143,11 @@ class TlsRedisServer(RedisServer):
         self.ca = str(d / "ca.crt")
         cert, key, csr, ext = (str(d / name) for name in ("server.crt", "server.key", "server.csr", "san.ext"))
         rsa = ("-newkey", "rsa:2048", "-nodes")
+        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): the CA states its key usage, the leaf its issuer's key.
         _openssl("req", "-x509", *rsa, "-days", "1", "-subj", "/CN=opskit-test-ca", "-keyout", str(d / "ca.key"),
-                 "-out", self.ca)  # fmt: skip
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", self.ca)  # fmt: skip
         _openssl("req", *rsa, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr)
-        Path(ext).write_text("subjectAltName=IP:127.0.0.1\n")
+        Path(ext).write_text("subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid,issuer\n")
         _openssl("x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", str(d / "ca.key"), "-CAcreateserial",
                  "-days", "1", "-extfile", ext, "-out", cert)  # fmt: skip
         tls = ("--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key)

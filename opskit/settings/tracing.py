@@ -80,7 +80,7 @@ class TracingSettings(SettingsSection):
     otlp_protocol: OtlpProtocol = Field(
         "http/protobuf",
         validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol"),
-        description="`http/protobuf`, or `grpc` (needs `pip install opskit[grpc]`).",
+        description="`http/protobuf`, or `grpc` (needs `pip install 'opskit-asgi[grpc]'`).",
     )
     otlp_headers: str = Field(
         "",
@@ -144,7 +144,7 @@ class TracingSettings(SettingsSection):
         validation_alias=env("OTEL_PROPAGATORS", "propagators"),
         description="Trace context formats read from requests and written to outgoing calls, in order (a later "
         "one wins): `tracecontext`, `baggage`, `b3` (one `b3` header), `b3multi` (`X-B3-*` headers), any other "
-        "installed OpenTelemetry propagator, or `none`. `b3`/`b3multi` need `pip install 'opskit[b3]'`.",
+        "installed OpenTelemetry propagator, or `none`. `b3`/`b3multi` need `pip install 'opskit-asgi[b3]'`.",
     )
     tracing_response_header: TraceResponseHeader = Field(
         "none",
@@ -246,7 +246,7 @@ class TracingSettings(SettingsSection):
                 continue
             # Names are case-sensitive entry points, for opskit as for the SDK.
             if not _PROPAGATOR_NAME.fullmatch(name) or not entry_points(group=PROPAGATOR_GROUP, name=name):
-                hint = " (pip install 'opskit[b3]')" if name in ("b3", "b3multi") else ""
+                hint = " (pip install 'opskit-asgi[b3]')" if name in ("b3", "b3multi") else ""
                 if name.lower() != name and entry_points(group=PROPAGATOR_GROUP, name=name.lower()):
                     hint = f" (names are case-sensitive: {name.lower()!r})"
                 raise ValueError(

@@ -26,6 +26,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 
 from opskit.settings import ConfigError
 from opskit.settings.tracing import parse_key_values
+from opskit.version import VERSION
 
 from .export_metrics import CountingExporter, TraceMetrics, count_drops, default_metrics, hold_back_sdk_export_lines
 
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-SCOPE = InstrumentationScope("opskit.tracing", "0.1.0")
+SCOPE = InstrumentationScope("opskit.tracing", VERSION)
 GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
@@ -58,7 +59,7 @@ def check_settings(settings: Settings) -> None:
         and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None
     ):
         raise ConfigError(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='grpc' needs the gRPC exporter: pip install 'opskit[grpc]' "
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='grpc' needs the gRPC exporter: pip install 'opskit-asgi[grpc]' "
             "(or use the default http/protobuf)"
         )
 

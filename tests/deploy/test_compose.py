@@ -49,9 +49,9 @@ class TestComposeFile:
         assert set(_compose()["services"]) == {"app", "redis", "prometheus", "tempo", "grafana"}
 
     def test_app_runs_opskit_serve_hardened(self) -> None:
-        """The app runs `opskit serve` read-only, non-root, with Redis and Tempo wired by env."""
+        """The app runs `opskit-asgi serve` read-only, non-root, with Redis and Tempo wired by env."""
         app = _compose()["services"]["app"]
-        assert app["command"][:2] == ["opskit", "serve"]
+        assert app["command"][:2] == ["opskit-asgi", "serve"]
         assert app["read_only"] is True and app["tmpfs"] == ["/tmp"]
         assert int(app["user"].split(":")[0]) >= 10000
         env = app["environment"]

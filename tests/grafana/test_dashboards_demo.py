@@ -8,7 +8,6 @@ scrape the app, then evaluates every dashboard panel, variable and rule through 
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from tests.grafana.dashboards import (
 )
 from tests.prometheus.exported_metrics import KUBERNETES_ONLY, TRACE_EXPORT
 from tests.prometheus.server import PrometheusServer, prometheus_server
-from tests.servers import ROOT, Background, RedisServer, free_port, wait_for_port
+from tests.servers import ROOT, SCRIPTS, Background, RedisServer, free_port, wait_for_port
 
 TARGET_LABELS = {"namespace": "demo", "service": "opskit-demo", "pod": "demo-0"}
 # Series the demo cannot produce here: the cluster's exporters, limiter errors while Redis is healthy, and
@@ -98,8 +97,7 @@ def scraped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
         "OTEL_SERVICE_NAME": "opskit-demo",
         "LOG_LEVEL": "warning",
     }
-    opskit = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "opskit"
-    app = Background([str(opskit), "serve", "examples.demo:app"], env=env, cwd=ROOT)
+    app = Background([str(SCRIPTS / "opskit-asgi"), "serve", "examples.demo:app"], env=env, cwd=ROOT)
     try:
         wait_for_port(port, timeout=30)
         _wait_healthy(f"http://127.0.0.1:{port}")

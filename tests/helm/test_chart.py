@@ -166,9 +166,9 @@ class TestHardenedDefaults:
         assert {c["topologyKey"] for c in constraints} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
 
     def test_command_runs_opskit_serve(self) -> None:
-        """The container runs `opskit serve MODULE:APP` with the module from values."""
+        """The container runs `opskit-asgi serve MODULE:APP` with the module from values."""
         container = app_container(render(set_values=["app.module=shop.main:api"]))
-        assert container["command"] == ["opskit", "serve", "shop.main:api"]
+        assert container["command"] == ["opskit-asgi", "serve", "shop.main:api"]
 
     def test_resource_attributes_come_from_the_downward_api(self) -> None:
         """OTEL_RESOURCE_ATTRIBUTES names the pod, namespace and node, filled by the downward API."""

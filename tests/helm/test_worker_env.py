@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import time
 import urllib.error
@@ -14,7 +13,7 @@ import pytest
 
 from opskit.settings import env_vars
 from tests.helm.chart import CHART, Manifest, container_env, one, render
-from tests.servers import ROOT, Background, free_port, wait_for_port
+from tests.servers import ROOT, SCRIPTS, Background, free_port, wait_for_port
 
 # The variables the chart must pass to the workers (serving, metrics, rate limiting, tracing).
 SERVING_ENV = frozenset(
@@ -123,9 +122,8 @@ class TestWorkersStart:
         env = {name: _expand(value, fake_pod) for name, value in env.items()}
         env.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"), **overrides)
         command = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
-        assert command[:2] == ["opskit", "serve"]
-        opskit = Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "opskit"
-        return Background([str(opskit), "serve", "tests.helm.tiny_app:app"], env=env, cwd=ROOT)
+        assert command[:2] == ["opskit-asgi", "serve"]
+        return Background([str(SCRIPTS / command[0]), "serve", "tests.helm.tiny_app:app"], env=env, cwd=ROOT)
 
     def test_worker_count_follows_web_concurrency(self, tmp_path: Path) -> None:
         """serving.webConcurrency=3 in values: gunicorn runs exactly 3 workers, and the app answers."""

@@ -49,7 +49,8 @@ class TestKeys:
         found = keys(redis, "rl:")
         assert len(found) == 20
         ttls = [int(redis.cli("pttl", key)) for key in found]
-        assert all(0 < ttl <= 500 for ttl in ttls)  # burst 5 at 10/s refills within 0.5 s
+        # burst 5 at 10/s refills within 0.5 s; -2: the key expired already (a loaded machine reads slowly)
+        assert all(ttl == -2 or 0 < ttl <= 500 for ttl in ttls)
         time.sleep(0.7)
         assert keys(redis, "rl:") == []
 

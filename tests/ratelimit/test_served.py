@@ -58,8 +58,8 @@ class TestServedPods:
         """Requests spread over 2 pods x 2 workers are admitted as one bucket allows; 429s are complete and
         logged with their policy."""
         bases = [base for base, _ in pods]
-        for base in bases:  # both pods answer before the clock starts
-            httpx.get(base + "/healthz")
+        for base in bases:  # both pods answer before the clock starts (their workers may still be booting)
+            httpx.get(base + "/healthz", timeout=30)
         first = time.time()
 
         def hammer(base: str) -> list[tuple[float, httpx.Response, float]]:

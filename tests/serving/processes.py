@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.servers import ROOT, Background, free_port, wait_for_port
+from tests.servers import ROOT, SCRIPTS, Background, free_port, wait_for_port
 
-OPSKIT = str(ROOT / ".venv" / "bin" / "opskit")
+OPSKIT = str(SCRIPTS / "opskit-asgi")
 STARTED_MARKER = "SERVING_TEST_STARTED_MARKER"  # names a file /slow and /hang create when they begin
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import time
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+import opskit
 from opskit.cli import main
 from opskit.serving.report import _redact, _show
-from tests.servers import ROOT, Background, free_port, wait_for_port
+from tests.servers import ROOT, SCRIPTS, Background, free_port, wait_for_port
 from tests.serving.processes import OPSKIT, wait_until
 
 
@@ -63,6 +65,14 @@ class TestConfig:
             [sys.executable, "-m", "opskit", "config"], capture_output=True, text=True, timeout=60, check=True
         )
         assert "WEB_CONCURRENCY" in result.stdout
+
+    def test_version_from_package_metadata(self) -> None:
+        """`opskit-asgi --version`, its `opskit` alias and `python -m opskit --version` print the installed version."""
+        expected = f"opskit-asgi {importlib.metadata.version('opskit-asgi')}\n"
+        assert opskit.__version__ == importlib.metadata.version("opskit-asgi")
+        for argv in ([OPSKIT], [str(SCRIPTS / "opskit")], [sys.executable, "-m", "opskit"]):
+            result = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=60, check=True)
+            assert result.stdout == expected, argv
 
 
 class TestDevServer:

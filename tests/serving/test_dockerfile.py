@@ -9,12 +9,14 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from tests.dist.pins import write_pins
 from tests.servers import ROOT, Background, free_port, wait_for_port, which
 from tests.serving.processes import json_lines
 
@@ -80,6 +82,39 @@ def final_stage() -> Stage:
     return stages(DOCKERFILE.read_text())[-1]
 
 
+@pytest.fixture(scope="module")
+def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """/opt/venv as the build stage makes it, without Docker: its COPY and RUN steps run here.
+
+    /src, /opt/venv and /wheels are temporary folders, the image's python is this interpreter, and
+    pip uses its cache and the tests' own versions.
+    """
+    stage = stages(DOCKERFILE.read_text())[0]
+    root = tmp_path_factory.mktemp("image")
+    src, venv, wheels, bin_dir = root / "src", root / "venv", root / "wheels", root / "bin"
+    for directory in (src, bin_dir):
+        directory.mkdir()
+    for copy in stage.copies:
+        *sources, dest = copy.split()
+        for source in sources:
+            target = src / dest / source if dest.endswith("/") else src / dest
+            if (ROOT / source).is_dir():
+                shutil.copytree(ROOT / source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(ROOT / source, target)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    (bin_dir / "python").symlink_to(Path(sys.base_prefix) / "bin" / f"python{version}")
+    env = {key: value for key, value in stage.env.items() if key != "PIP_NO_CACHE_DIR"}
+    env.update(PATH=f"{bin_dir}:{os.environ['PATH']}", PIP_CONSTRAINT=str(write_pins(root / "pins.txt")))
+    for run in stage.run:
+        script = run.replace("/opt/venv", str(venv)).replace("/wheels", str(wheels)).replace("--no-cache-dir ", "")
+        result = subprocess.run(
+            ["bash", "-c", script], cwd=src, env={**os.environ, **env}, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    return venv / "bin"
+
+
 class TestLint:
     def test_hadolint_passes(self) -> None:
         """hadolint reports nothing at its default threshold."""
@@ -110,7 +145,7 @@ class TestHardening:
         assert stage.env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
         assert stage.env["HOME"] == stage.env["TMPDIR"] == "/tmp"
         assert stage.expose == [stage.env["PORT"]]
-        assert (stage.entrypoint + stage.cmd)[:2] == ["opskit", "serve"]
+        assert (stage.entrypoint + stage.cmd)[:2] == ["opskit-asgi", "serve"]
         assert stage.healthcheck[:2] == ["python", "-c"] and "/healthz" in stage.healthcheck[2]
 
     def test_no_compilers_in_final_stage(self) -> None:
@@ -127,10 +162,11 @@ class TestHardening:
 
 
 class TestContainerCommand:
-    def test_image_command_serves_health(self, tmp_path: Path) -> None:
-        """The image's ENTRYPOINT + CMD, with its ENV and WORKDIR contents, serves /healthz; HEALTHCHECK passes."""
+    def test_image_command_serves_health(self, image_venv: Path, tmp_path: Path) -> None:
+        """The build stage's virtualenv runs the image's ENTRYPOINT + CMD, with its ENV and WORKDIR contents:
+        the demo serves /healthz and its API; HEALTHCHECK passes."""
         stage = final_stage()
-        venv_bin = str(ROOT / ".venv" / "bin")
+        venv_bin = str(image_venv)
         env = {key: value.replace("/opt/venv/bin", venv_bin) for key, value in stage.env.items()}
         env["PATH"] = env["PATH"].replace("$PATH", os.environ["PATH"])
         port = free_port()
@@ -148,6 +184,8 @@ class TestContainerCommand:
             wait_for_port(port, timeout=30)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
                 assert response.status == 200
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/items/1", timeout=10) as response:
+                assert json.loads(response.read()) == {"id": 1, "name": "kettle"}
             check = subprocess.run(stage.healthcheck, env=full_env, cwd=workdir, timeout=30, capture_output=True)
             assert check.returncode == 0, check.stderr
             stopped = {**full_env, "PORT": str(free_port())}

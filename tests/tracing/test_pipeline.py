@@ -48,9 +48,9 @@ class TestExporterChoice:
         importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None, reason="grpc extra installed"
     )
     def test_grpc_without_the_extra_fails_at_startup(self) -> None:
-        """OTLP over gRPC without opskit[grpc] installed names the variable and the fix."""
+        """OTLP over gRPC without opskit-asgi[grpc] installed names the variable and the fix."""
         settings = load_settings(traces_exporter="otlp", otlp_protocol="grpc")
-        with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.*opskit\[grpc\]"):
+        with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.*opskit-asgi\[grpc\]"):
             create_component(Runtime(settings))
 
     def test_console_exporter_writes_one_json_line_per_span(self, capfd: pytest.CaptureFixture[str]) -> None:
