@@ -311,11 +311,13 @@ class RedisBackend:
         else:
             await asyncio.gather(*(self._load_script(node) for node in target.masters()))
 
-    async def warm_up(self, timeout: float = 2.0) -> bool:
+    async def warm_up(self, timeout: float = 2.0, *, fill_pools: bool = True) -> bool:
         """Connect (read a Cluster's slot table) and load the script, allowing more than the per-decision
         timeout: a cold start must not be cut short request after request. True when it worked.
 
-        Runs at startup; without a lifespan, the first decision starts it in the background. In a
+        Runs at startup, where it also opens redis-py's pooled connections ahead of the decisions
+        (``fill_pools``); without a lifespan the first decision starts it in the background, and the
+        pools grow with use instead: an app that never shuts down leaves no idle sockets behind. In a
         Cluster a master that does not answer is skipped: it loads the script when it answers again.
         """
         self._warm = True
@@ -323,15 +325,17 @@ class RedisBackend:
         try:
             if isinstance(target, RedisNode):
                 await within(self._load_script(target), timeout, self._tasks)
-                await within(target.open_connections(), timeout, self._tasks)
+                if fill_pools:
+                    await within(target.open_connections(), timeout, self._tasks)
             elif not await within(target.refresh(timeout), timeout, self._tasks):
                 raise RedisConnectionError("no Cluster node answered")
             else:
                 masters = target.masters()
                 loads = (within(self._load_script(node), timeout, self._tasks) for node in masters)
                 await asyncio.gather(*loads, return_exceptions=True)
-                opened = (within(node.open_connections(), timeout, self._tasks) for node in masters)
-                await asyncio.gather(*opened, return_exceptions=True)
+                if fill_pools:
+                    opened = (within(node.open_connections(), timeout, self._tasks) for node in masters)
+                    await asyncio.gather(*opened, return_exceptions=True)
         except Exception:
             self._warm = False  # a batch a second from now tries again
             self._warm_retry_at = time.monotonic() + 1.0
@@ -339,7 +343,7 @@ class RedisBackend:
         return True
 
     def _start_warm_up(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.warm_up())
+        task = asyncio.get_running_loop().create_task(self.warm_up(fill_pools=False))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

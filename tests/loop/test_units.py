@@ -62,6 +62,11 @@ def histogram_count(registry: Registry, name: str, labels: tuple[str, ...] = ())
     return 0.0
 
 
+def qualified(name: str) -> str:
+    """A function's name as a stack line shows it: qualified from Python 3.11 on (``co_qualname``)."""
+    return name if sys.version_info >= (3, 11) else name.rpartition(".")[2]
+
+
 class TestStackTrimming:
     def test_framework_frames_are_left_out_innermost_first(self) -> None:
         """contextlib and asyncio frames between the app's frames are trimmed; the innermost app frame is first."""
@@ -77,7 +82,11 @@ class TestStackTrimming:
                 pass
 
         asyncio.run(handler())
-        assert seen[0].startswith(f"tests/loop/{HERE}:") and "in TestStackTrimming" in seen[0]
+        assert seen[0].startswith(f"tests/loop/{HERE}:")
+        assert (
+            f"in {qualified('TestStackTrimming.test_framework_frames_are_left_out_innermost_first.<locals>.inner')}:"
+            in seen[0]
+        )
         assert "the marker line" in seen[0]
         assert "handler" in seen[1]
         assert [line.split(":")[0] for line in seen[:3]] == [f"tests/loop/{HERE}"] * 3
@@ -95,8 +104,8 @@ class TestStackTrimming:
 
         asyncio.run(main())
         assert [line.split(" in ")[1].split(":")[0] for line in lines] == [
-            "TestStackTrimming.test_stack_stops_at_the_task_coroutine.<locals>.handler",
-            "TestStackTrimming.test_stack_stops_at_the_task_coroutine.<locals>.main",
+            qualified("TestStackTrimming.test_stack_stops_at_the_task_coroutine.<locals>.handler"),
+            qualified("TestStackTrimming.test_stack_stops_at_the_task_coroutine.<locals>.main"),
         ]
 
     def test_only_framework_frames_are_shown_untrimmed(self) -> None:
@@ -298,7 +307,8 @@ class TestWatchdog:
         assert line["log_level"] == "warning"
         assert 100 <= line["blocked_ms"] <= 300
         assert line["route"] == "__none__" and line["request_id"] is None
-        assert "in LoopInThread.block.<locals>.blocking_callback: time.sleep(seconds)" in line["stack"][0]
+        blocking = qualified("LoopInThread.block.<locals>.blocking_callback")
+        assert f"in {blocking}: time.sleep(seconds)" in line["stack"][0]
         assert value(looped.registry, "opskit_event_loop_blocked_total", ("__none__",)) == 1
         assert histogram_count(looped.registry, "opskit_event_loop_blocked_seconds") == 1
         assert 0.2 <= value(looped.registry, "opskit_event_loop_blocked_seconds", index=-1) <= 0.35
