@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -274,10 +275,16 @@ class TestShutdown:
         """SIGTERM: lifespan shutdown stops the watchdog; the server exits at once, with no false block."""
         with uvicorn() as server:
             assert get(server.url, "/fast", "fast") == 200
-            start = time.monotonic()
+            start, signalled = time.monotonic(), datetime.now(timezone.utc)
             assert server.process.stop(signal.SIGTERM, timeout=10) in (0, -signal.SIGTERM)  # uvicorn re-raises it
             assert time.monotonic() - start < 3
-            assert blocked_lines(server.process) == []
+            # (A start-up of a loaded machine may block past the threshold: that is a true block.)
+            after = [
+                line
+                for line in blocked_lines(server.process)
+                if datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")) >= signalled
+            ]
+            assert after == []
 
 
 def test_app_source_is_where_the_tests_expect() -> None:
