@@ -21,7 +21,10 @@ from opskit.ratelimit.redis_backend import RedisBackend, redis_backend
 from tests.servers import RedisServer, TlsRedisServer
 
 TIMEOUT = 0.05
-SLACK = 0.04  # scheduling on a shared 2-core machine
+# Scheduling on a shared 2-core machine, and: against a frozen server all 50 callers time out in the
+# same few loop turns, where each abandoned call winds down too (inside a long test session on
+# Python 3.10 those turns took up to 46 ms).
+FROZEN_SLACK = 0.06
 RATES = parse_rates("1000000/second")
 PATHS = {
     "channel": {"pipelined": True},
@@ -92,7 +95,7 @@ class TestFrozenRedis:
             gc.collect()
         assert len(latencies) > 500
         assert set(errors) <= {"timeout", "connection"} and sum(errors.values()) == len(latencies)
-        assert max(latencies) < TIMEOUT + SLACK, f"slowest decision {max(latencies) * 1000:.0f} ms"
+        assert max(latencies) < TIMEOUT + FROZEN_SLACK, f"slowest decision {max(latencies) * 1000:.0f} ms"
 
 
 @pytest.mark.slow
