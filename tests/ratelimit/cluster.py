@@ -47,6 +47,16 @@ class FailingCluster(RedisClusterServers):
         port = next(port for first, last, port in self._slots if first <= slot <= last)
         return next(m for m in self.masters if m.port == port)
 
+    def hand_over(self, slot: int, old: RedisServer, new: RedisServer) -> None:
+        """Move an empty ``slot`` from ``old`` to ``new`` the way a resharding does (importing, migrating,
+        then the new owner first): ``new`` bumps its config epoch, so gossip from ``old`` cannot hand
+        the slot back to it and leave the two redirecting to each other."""
+        old_id, new_id = old.cli("cluster", "myid").strip(), new.cli("cluster", "myid").strip()
+        new.cli("cluster", "setslot", str(slot), "importing", old_id)
+        old.cli("cluster", "setslot", str(slot), "migrating", new_id)
+        for master in [new, old, *(m for m in self.masters if m is not old and m is not new)]:
+            master.cli("cluster", "setslot", str(slot), "node", new_id)
+
 
 @contextlib.contextmanager
 def failing_cluster(masters: int = 3) -> Iterator[FailingCluster]:

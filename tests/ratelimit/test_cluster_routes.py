@@ -59,14 +59,12 @@ class TestSlotMoved:
             slot = key_slot(key.encode())
             old = cluster.master_of(key)
             new = next(m for m in cluster.masters if m is not old)
-            new_id = new.cli("cluster", "myid").strip()
 
             async def scenario() -> tuple[list[Decision], tuple[str, int] | None]:
                 metrics = RateLimitMetrics(Registry(None))
                 limiter = redis_limiter(cluster.url, "moved:", metrics, timeout=0.5, pipelined=pipelined)
                 assert await limiter.warm_up()
-                for master in cluster.masters:  # the slot is empty: handing it over needs no migration
-                    master.cli("cluster", "setslot", str(slot), "node", new_id)
+                cluster.hand_over(slot, old, new)  # the slot is empty: no key to migrate
                 decisions = [await limiter.hit(policy, "alice") for _ in range(3)]
                 await asyncio.sleep(1.5)  # the background refresh, a second after the warm-up's
                 routes = limiter.backend.target  # type: ignore[union-attr]
