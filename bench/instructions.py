@@ -8,6 +8,13 @@ difference divided by ``extra`` is the instructions one request costs, server an
 included. The ratio bare ÷ variant estimates the throughput ratio a quiet machine would show,
 leaving out only cache and branch-prediction effects.
 
+Work a server does per second rather than per request (the runtime-health lag probe and its
+watchdog) would be counted many times over: under valgrind a request takes tens of times longer,
+so a timer fires tens of times more often per request. The slowdown is measured (bare served
+natively, then under valgrind, the same requests over the same connections), and every
+time-based setting of the counted servers is stretched by it, so a timer costs each request the
+share it costs on a real machine.
+
 ``python -m bench.instructions [--variants a,b] [--requests N]`` prints the table alone.
 """
 
@@ -19,21 +26,27 @@ import re
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.processes import RedisServer, which
 from bench.servers import AppServer, Unavailable, app_server, private_redis
 from bench.variants import BY_NAME, Variant, select
 
-__all__ = ["InstructionCount", "count", "measure_all"]
+__all__ = ["InstructionCount", "count", "dilated_settings", "measure_all", "slowdown"]
 
 CONNECTIONS = 64
 WARMUP_REQUESTS = 256
 BASE_REQUESTS = 256
 _REQUEST = b"GET /items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
 _IREFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+# Settings that are periods of time, with their defaults (and the largest value each accepts).
+_TIME_SETTINGS = {
+    "OPSKIT_RUNTIME_LAG_INTERVAL": (0.05, 10.0),
+    "OPSKIT_RUNTIME_BLOCKED_THRESHOLD": (0.1, 600.0),
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,7 @@ class InstructionCount:
     variant: str
     per_request: float | None
     reason: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
 
 async def _load(port: int, requests: int, connections: int = CONNECTIONS) -> None:
@@ -69,7 +83,35 @@ async def _load(port: int, requests: int, connections: int = CONNECTIONS) -> Non
     await asyncio.gather(*(one_connection(share + (i < rest)) for i in range(connections)))
 
 
-def _total_instructions(variant: Variant, redis: RedisServer, requests: int) -> int:
+def dilated_settings(factor: float) -> dict[str, str]:
+    """The time-based settings stretched by ``factor`` (valgrind's slowdown), within their bounds."""
+    return {name: f"{min(default * factor, top):.6g}" for name, (default, top) in _TIME_SETTINGS.items()}
+
+
+def _timed_load(port: int, requests: int) -> float:
+    start = time.perf_counter()
+    asyncio.run(_load(port, requests))
+    return time.perf_counter() - start
+
+
+def slowdown(redis: RedisServer, requests: int) -> float:
+    """How many times longer bare takes to serve ``requests`` under valgrind than natively."""
+    bare = BY_NAME["bare"]
+    with app_server(bare, redis.url) as server:
+        asyncio.run(_load(server.port, WARMUP_REQUESTS))
+        native = min(_timed_load(server.port, requests) for _ in range(3))
+    elapsed: list[float] = []
+    _total_instructions(bare, redis, requests, elapsed=elapsed)
+    return max(elapsed[0] / native, 1.0)
+
+
+def _total_instructions(
+    variant: Variant,
+    redis: RedisServer,
+    requests: int,
+    env: dict[str, str] | None = None,
+    elapsed: list[float] | None = None,
+) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-valgrind-") as work:
         log = Path(work) / "valgrind.log"
         wrapper = [
@@ -82,11 +124,13 @@ def _total_instructions(variant: Variant, redis: RedisServer, requests: int) -> 
         redis.cli("FLUSHALL")
         server: AppServer
         # A fixed hash seed: set and dict layouts, and so the instruction counts, repeat exactly.
-        env = {"PYTHONHASHSEED": "0"}
-        with app_server(variant, redis.url, wrapper=wrapper, env=env, startup_timeout=300) as server:
+        full_env = {**(env or {}), "PYTHONHASHSEED": "0"}
+        with app_server(variant, redis.url, wrapper=wrapper, env=full_env, startup_timeout=300) as server:
             asyncio.run(_load(server.port, WARMUP_REQUESTS))
             if requests:
-                asyncio.run(_load(server.port, requests))
+                took = _timed_load(server.port, requests)
+                if elapsed is not None:
+                    elapsed.append(took)
             # SIGINT lets uvicorn shut down cleanly, so valgrind prints its summary.
             server.process.stop(signal.SIGINT, timeout=120)
         found = _IREFS.search(log.read_text()) if log.exists() else None
@@ -95,25 +139,35 @@ def _total_instructions(variant: Variant, redis: RedisServer, requests: int) -> 
         return int(found.group(1).replace(",", ""))
 
 
-def count(variant: Variant, redis: RedisServer, extra: int) -> InstructionCount:
+def count(variant: Variant, redis: RedisServer, extra: int, env: dict[str, str] | None = None) -> InstructionCount:
     """Instructions per request of ``variant``, from ``extra`` requests more in a second run."""
     try:
-        low = _total_instructions(variant, redis, BASE_REQUESTS)
-        high = _total_instructions(variant, redis, BASE_REQUESTS + extra)
+        low = _total_instructions(variant, redis, BASE_REQUESTS, env)
+        high = _total_instructions(variant, redis, BASE_REQUESTS + extra, env)
     except (Unavailable, RuntimeError, OSError, TimeoutError) as exc:
-        return InstructionCount(variant.name, None, f"{type(exc).__name__}: {exc}")
-    return InstructionCount(variant.name, (high - low) / extra)
+        return InstructionCount(variant.name, None, f"{type(exc).__name__}: {exc}", env or {})
+    return InstructionCount(variant.name, (high - low) / extra, env=env or {})
 
 
 def measure_all(
     variants: list[Variant], redis: RedisServer, extra: int, log: Callable[[str], None] | None = None
 ) -> list[InstructionCount]:
-    """Every variant's count, in order (bare first, so ratios can be taken)."""
+    """Every variant's count, in order (bare first, so ratios can be taken), time-based settings
+    stretched by valgrind's measured slowdown."""
+    try:
+        factor = slowdown(redis, BASE_REQUESTS + extra)
+    except (Unavailable, RuntimeError, OSError, TimeoutError) as exc:
+        if log is not None:
+            log(f"instructions: valgrind's slowdown not measured ({exc}); time-based settings left as they are")
+        factor = 1.0
+    env = dilated_settings(factor)
+    if log is not None:
+        log(f"instructions: valgrind's slowdown {factor:.0f}x; " + ", ".join(f"{k}={v}" for k, v in env.items()))
     results = []
     for variant in variants:
         if log is not None:
             log(f"instructions: {variant.name}")
-        results.append(count(variant, redis, extra))
+        results.append(count(variant, redis, extra, env))
     return results
 
 

@@ -158,7 +158,7 @@ def targets_table(report: Report) -> list[str]:
             peer_row = report.row(peer)
             if peer_row is not None and peer_row.measured:
                 peers.append(f"{peer} {peer_row.ratio:.2f} ({_range(peer_row.ratio_spread)})")
-        peer_text = ", ".join(peers) or "not run"
+        peer_text = ", ".join(peers) or ("not run" if target.peers else "–")
         goal = f">= {target.min_ratio:.2f}"
         if target.variant == "opskit-all":
             goal += f", p99 <= {ALL_ON_MAX_P99_FACTOR:.0f}x bare"
@@ -265,6 +265,19 @@ def method(report: Report) -> list[str]:
     ]
 
 
+def _dilation_note(counts: list[InstructionCount]) -> list[str]:
+    env = next((c.env for c in counts if c.env), None)
+    if not env:
+        return []
+    settings = ", ".join(f"`{name}={value}`" for name, value in env.items())
+    return [
+        "",
+        "Timers fire per second, not per request, and under valgrind a request takes many times longer: the "
+        "servers counted run with their time-based settings stretched by valgrind's slowdown, measured on bare "
+        f"in the same run ({settings}), so that a timer costs each request the share it costs natively.",
+    ]
+
+
 def instructions_section(report: Report) -> list[str]:
     if not report.instructions:
         return []
@@ -281,6 +294,7 @@ def instructions_section(report: Report) -> list[str]:
         "space, server and app included. Instruction ratio = bare's count ÷ the variant's: the throughput ratio "
         "a quiet machine would show if every instruction cost the same (kernel time, cache misses and, for the "
         "limiters, the Redis round trip are not in it).",
+        *_dilation_note(report.instructions),
         "",
         "| variant | instructions/req | added vs bare | instruction ratio | status |",
         "|---|---:|---:|---:|---|",

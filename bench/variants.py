@@ -105,6 +105,7 @@ TARGETS: tuple[Target, ...] = (
     Target("JSON access log alone", "opskit-access-log", 0.85, ("peer-structlog",), "structlog recipe 0.65"),
     Target("tracing alone, 100 % sampled", "opskit-tracing", 0.70, ("peer-otel",), "OTel FastAPI 0.26"),
     Target("Redis limiter alone", "opskit-ratelimit", 0.80, ("peer-slowapi",), "slowapi 0.14, fastapi-limiter 0.26"),
+    Target("runtime health alone", "opskit-runtime", 0.98, (), "none: no peer measures the event loop"),
     Target("everything on", "opskit-all", 0.50, ("peer-stack",), "peer stack 0.10"),
 )
 

@@ -76,6 +76,8 @@ class OpskitMiddleware:
         active = [c for c in self.components if any(overrides(c, h) for h in _PER_REQUEST)]
         only = active[0] if len(active) == 1 else None
         self._lean = not active or isinstance(only, RequestIdComponent)
+        # No per-request feature at all (runtime health alone): requests go straight to the app.
+        self._direct = not active
         self._bind_id: Callable[[Scope], tuple[str, Any]] | None = None
         self._id_header = b""
         if isinstance(only, RequestIdComponent):
@@ -98,6 +100,10 @@ class OpskitMiddleware:
         endpoint = self.endpoints.get(scope["path"])
         if endpoint is not None:
             await endpoint(scope, receive, send)
+            return
+
+        if self._direct:
+            await self.app(scope, receive, send)
             return
 
         if self._lean:

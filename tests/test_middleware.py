@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from starlette.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
 
 import opskit
 import opskit.tracing
@@ -63,6 +65,34 @@ class TestRequestIdOnlyPath:
         assert isinstance(stack, OpskitMiddleware)
         assert stack._lean
         assert {type(c) for c in stack.components} == {RequestIdComponent, HealthComponent}
+
+    def test_with_no_per_request_feature_requests_go_straight_to_the_app(self) -> None:
+        """Runtime health alone has nothing to do per request: the app gets the server's own
+        ``receive`` and ``send``, and the probes are still answered."""
+        seen: list[tuple[object, object]] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                seen.append((receive, send))
+                await send({"type": "http.response.start", "status": 204, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+
+        middleware = opskit.wrap(app, **{**REQUEST_ID_ONLY, "request_id_enabled": False, "runtime_enabled": True})
+        assert isinstance(middleware, OpskitMiddleware)
+        assert middleware._direct
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
+        asyncio.run(middleware(scope, receive, send))
+        assert seen == [(receive, send)]
+        assert sent[0]["status"] == 204
+        assert TestClient(middleware).get("/healthz").status_code == 200
 
 
 @pytest.mark.usefixtures("features")
