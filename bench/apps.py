@@ -2,57 +2,49 @@
 
 ``uvicorn --factory bench.apps:create`` (or gunicorn ``bench.apps:create()``) builds the variant
 named by ``BENCH_VARIANT``. Peers are wired the way their READMEs and the usual recipes show.
-Spans go through a ``BatchSpanProcessor`` to an exporter that drops them; the first export
-touches ``BENCH_SPAN_MARKER`` so the harness can tell tracing really ran.
+Spans, opskit's and the OpenTelemetry instrumentation's alike, are exported over OTLP/HTTP to a
+real receiver (``bench.receiver``, at ``OTEL_EXPORTER_OTLP_ENDPOINT``), which touches
+``BENCH_SPAN_MARKER`` on the first batch so the harness can tell tracing really ran.
 """
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import logging
 import os
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any, NoReturn
 
 from fastapi import FastAPI, Request, Response
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from bench.floors import FLOORS
 from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_FEATURES, Variant
 
 UNAVAILABLE_EXIT = 3
 UNAVAILABLE_MARK = "bench-unavailable:"
 
 
-class DroppingSpanExporter(SpanExporter):
-    """Accepts every batch and keeps nothing; marks a file on the first batch."""
+def otlp_tracer_provider() -> TracerProvider:
+    """A tracer provider sampling everything, batching spans to the bench's OTLP/HTTP receiver."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    def __init__(self, marker: str | None) -> None:
-        self._marker = Path(marker) if marker else None
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._marker is not None and spans:
-            self._marker.touch()
-            self._marker = None
-        return SpanExportResult.SUCCESS
-
-
-def dropping_tracer_provider() -> TracerProvider:
-    """A tracer provider sampling everything, batching spans to :class:`DroppingSpanExporter`."""
+    endpoint = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
     provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
-    provider.add_span_processor(BatchSpanProcessor(DroppingSpanExporter(os.environ.get("BENCH_SPAN_MARKER"))))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return provider
 
 
-def base_app(extra_routes: int = 0) -> FastAPI:
-    """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body."""
-    app = FastAPI()
+def base_app(extra_routes: int = 0, **options: Any) -> FastAPI:
+    """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body
+    (``options`` go to ``FastAPI(...)``)."""
+    app = FastAPI(**options)
 
     @app.get("/items/{item_id}")
     async def read_item(item_id: int) -> dict[str, Any]:
@@ -73,30 +65,8 @@ def unavailable(reason: str) -> NoReturn:
     raise SystemExit(UNAVAILABLE_EXIT)
 
 
-def use_dropping_exporter_in_opskit() -> str | None:
-    """Make opskit's tracing pipeline (its own provider and batch processor) export to the dropping exporter.
-
-    opskit builds its exporter from ``OTEL_TRACES_EXPORTER``, which offers no exporter that drops;
-    the harness swaps the factory, so the batch processor, sampler and provider stay opskit's own.
-    Returns why it could not, or None.
-    """
-    try:
-        pipeline = importlib.import_module("opskit.tracing.pipeline")
-    except ImportError as exc:
-        return f"opskit.tracing is not there ({exc})"
-    if not callable(getattr(pipeline, "build_exporter", None)):
-        return "opskit.tracing.pipeline.build_exporter, where the bench plugs its exporter, is gone"
-    marker = os.environ.get("BENCH_SPAN_MARKER")
-    setattr(pipeline, "build_exporter", lambda settings: DroppingSpanExporter(marker))  # noqa: B010
-    return None
-
-
 def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
-    """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env).
-
-    When tracing cannot be wired to the dropping exporter, a tracing-only variant is unavailable and
-    a variant with more features runs without tracing (the harness then reports it as partial).
-    """
+    """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env)."""
     try:
         import opskit
     except ImportError as exc:  # pragma: no cover - opskit is the project itself
@@ -105,10 +75,6 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     if instrument is None:
         unavailable("opskit.instrument does not exist")
     switches = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
-    if "tracing" in features and (problem := use_dropping_exporter_in_opskit()) is not None:
-        if features == {"tracing"}:
-            unavailable(problem)
-        switches["tracing_enabled"] = False
     try:
         instrument(app, **switches)
     except Exception as exc:
@@ -184,35 +150,93 @@ def add_structlog_access_log(app: FastAPI, *, with_correlation_id: bool) -> None
         return response
 
 
-_FLOOR_ID: ContextVar[str | None] = ContextVar("bench_floor_request_id", default=None)
-_FLOOR_HEADER = (b"x-request-id", b"0123456789abcdef0123456789abcdef")
+class StructlogAccessLog:
+    """The strongest hand-written structlog access log: a pure ASGI middleware, structlog's fast path.
 
-
-class RequestIdFloor:
-    """The least any request-ID middleware does: set a context variable, add one response header.
-
-    No parsing, no validation, no generation: what this costs is the floor under every request-ID
-    feature (uvicorn's own handling of one more header included).
+    structlog configured as its performance guide recommends (a filtering bound logger cached on
+    first use, ``orjson`` rendering straight to bytes, ``BytesLoggerFactory``), the request ID bound
+    with ``structlog.contextvars`` for the request's other lines, and one line per request with the
+    fields opskit's access line has, written when the response is complete.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, correlation: ContextVar[str | None] | None = None) -> None:
+        import orjson
+        import structlog
+
+        structlog.configure(
+            cache_logger_on_first_use=True,
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.format_exc_info,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            logger_factory=structlog.BytesLoggerFactory(),
+        )
         self.app = app
+        self._correlation = correlation
+        self._log = structlog.get_logger("access")
+        self._bind = structlog.contextvars.bind_contextvars
+        self._reset = structlog.contextvars.reset_contextvars
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = _FLOOR_ID.set(_FLOOR_HEADER[1].decode())
+        start = time.perf_counter()
+        request_id = self._correlation.get() if self._correlation is not None else None
+        tokens = self._bind(request_id=request_id or uuid.uuid4().hex)
+        status = 500
+        sent = 0
 
-        async def send_with_id(message: Any) -> None:
+        async def send_and_note(message: Any) -> None:
+            nonlocal status, sent
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), _FLOOR_HEADER]}
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_and_note)
         finally:
-            _FLOOR_ID.reset(token)
+            route = scope.get("route")
+            client = scope.get("client")
+            user_agent = next((v for k, v in scope["headers"] if k == b"user-agent"), None)
+            self._log.info(
+                "request",
+                method=scope["method"],
+                route=getattr(route, "path", None),
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                response_bytes=sent,
+                client=client[0] if client else None,
+                user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
+            )
+            self._reset(**tokens)
+
+
+def fastapi_limiter_options(redis_url: str) -> dict[str, Any]:
+    """fastapi-limiter as its README shows: ``FastAPILimiter.init`` at startup, a ``RateLimiter``
+    dependency (here the app's, so on every route); the ``FastAPI(...)`` arguments that install it."""
+    from fastapi import Depends
+    from fastapi_limiter import FastAPILimiter
+    from fastapi_limiter.depends import RateLimiter
+    from redis import asyncio as redis_asyncio
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await FastAPILimiter.init(redis_asyncio.from_url(redis_url, encoding="utf-8", decode_responses=True))
+        yield
+        await FastAPILimiter.close()
+
+    times, per = NEVER_REJECTING_LIMIT.split("/")
+    if per != "second":
+        raise ValueError(f"the never-rejecting limit {NEVER_REJECTING_LIMIT} is not per second")
+    return {"dependencies": [Depends(RateLimiter(times=int(times), seconds=1))], "lifespan": lifespan}
 
 
 def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
@@ -221,6 +245,13 @@ def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
         add_slowapi(app, redis_url)
     if "structlog" in peers:
         add_structlog_access_log(app, with_correlation_id="correlation_id" in peers)
+    if "structlog_asgi" in peers:
+        if "correlation_id" in peers:
+            from asgi_correlation_id import correlation_id
+
+            app.add_middleware(StructlogAccessLog, correlation=correlation_id)
+        else:
+            app.add_middleware(StructlogAccessLog)
     if "instrumentator" in peers:
         from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -228,7 +259,7 @@ def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
     if "otel" in peers:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=dropping_tracer_provider())
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=otlp_tracer_provider())
     if "correlation_id" in peers:
         from asgi_correlation_id import CorrelationIdMiddleware
 
@@ -237,13 +268,15 @@ def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
 
 def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI:
     """The app of ``variant``."""
-    app = base_app(extra_routes)
+    options = fastapi_limiter_options(redis_url) if "fastapi_limiter" in variant.features else {}
+    app = base_app(extra_routes, **options)
     if variant.family == "opskit":
         instrument_opskit(app, variant.features)
     elif variant.family == "peer":
         add_peers(app, variant.features, redis_url)
     elif variant.family == "reference":
-        app.add_middleware(RequestIdFloor)
+        for feature in sorted(variant.features):
+            app.add_middleware(FLOORS[feature])
     return app
 
 

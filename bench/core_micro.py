@@ -18,8 +18,8 @@ from fastapi import FastAPI
 
 import opskit
 from bench import asgi_driver
-from bench.apps import RequestIdFloor
 from bench.asgi_driver import http_scope
+from bench.floors import RequestIdFloor
 
 OFF = {
     "metrics_enabled": False,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.apps import UNAVAILABLE_MARK
-from bench.processes import Background, RedisServer, free_port, which
+from bench.processes import Background, RedisServer, free_port, wait_for_port, which
 from bench.variants import NEVER_REJECTING_LIMIT, Variant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +82,10 @@ def redis_calls(redis: RedisServer) -> RedisCalls:
     return RedisCalls(commands, scripts)
 
 
-def app_env(variant: Variant, redis_url: str, span_marker: Path, extra_routes: int = 0) -> dict[str, str]:
-    """Environment of a server process running ``variant``."""
+def app_env(
+    variant: Variant, redis_url: str, span_marker: Path, extra_routes: int = 0, otlp_endpoint: str = ""
+) -> dict[str, str]:
+    """Environment of a server process running ``variant`` (spans go to ``otlp_endpoint``)."""
     return {
         "BENCH_VARIANT": variant.name,
         "BENCH_REDIS_URL": redis_url,
@@ -94,8 +96,9 @@ def app_env(variant: Variant, redis_url: str, span_marker: Path, extra_routes: i
         # A saturated event loop answers late: the default 50 ms would fail some decisions open.
         "OPSKIT_REDIS_TIMEOUT": LIMITER_TIMEOUT,
         "OTEL_TRACES_SAMPLER": "always_on",
-        # opskit traces only when an exporter is configured; bench.apps swaps it for the dropping one.
-        "OTEL_TRACES_EXPORTER": "otlp" if "tracing" in variant.features else "none",
+        "OTEL_TRACES_EXPORTER": "otlp" if otlp_endpoint else "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_SERVICE_NAME": "bench",
         "PYTHONPATH": str(ROOT),
     }
@@ -181,10 +184,11 @@ def app_server(
     otherwise gunicorn with that many uvicorn workers, not pinned. ``wrapper`` prefixes the
     uvicorn command (``valgrind ...``)."""
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix=f"bench-{variant.name}-") as work:
-        workdir = Path(work)
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{variant.name}-")))
         marker = workdir / "spans-exported"
-        full_env = {**app_env(variant, redis_url, marker, extra_routes), **(env or {})}
+        endpoint = stack.enter_context(otlp_receiver(marker)) if "spans" in variant.evidence else ""
+        full_env = {**app_env(variant, redis_url, marker, extra_routes, endpoint), **(env or {})}
         if workers:
             multiproc = workdir / "prometheus"
             multiproc.mkdir()
@@ -226,11 +230,22 @@ def app_server(
                 "warning",
             ]
         server = AppServer(variant, port, Background(argv, env=full_env, cwd=ROOT), marker, workdir)
-        try:
-            _wait_started(server, startup_timeout)
-            yield server
-        finally:
-            server.close()
+        stack.callback(server.close)
+        _wait_started(server, startup_timeout)
+        yield server
+
+
+@contextlib.contextmanager
+def otlp_receiver(marker: Path, cpu: int | None = LOAD_CPU) -> Iterator[str]:
+    """A real OTLP/HTTP receiver (``bench.receiver``) pinned to ``cpu``; yields its endpoint URL."""
+    port = free_port()
+    pinning = [which("taskset"), "-c", str(cpu)] if cpu is not None else []
+    process = Background([*pinning, sys.executable, "-m", "bench.receiver", str(port), str(marker)], cwd=ROOT)
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.close()
 
 
 @contextlib.contextmanager

@@ -64,6 +64,18 @@ class TestMainTable:
         assert number(rows[1][10].split()[0]) >= 0.95
         assert rows[2][11].startswith(("ok", "partial (measured without", "n/a (feature unavailable"))
 
+    def test_floors_and_strongest_peers_leave_their_evidence(self, tmp_path: Path) -> None:
+        """Each floor and each added peer starts, serves and leaves its feature's trace (an access line,
+        /metrics, spans at the real OTLP receiver, one Redis script per request): every row is ok."""
+        names = ["floor-access-log", "floor-metrics", "floor-tracing", "floor-ratelimit"]
+        names += ["peer-structlog-asgi", "peer-fastapi-limiter", "peer-otel"]
+        text = run_bench(tmp_path / "out.md", "--variants", ",".join(names), "--no-extras", "--duration", "1")
+        rows = {row[0]: row for row in table(text, "## All variants")}
+        for name in names:  # "ok", or "ok, only 98 % reached Redis" when a burst's last requests are cut off
+            assert rows[name][11].startswith("ok"), rows[name]
+        assert number(rows["floor-ratelimit"][10].split()[0]) >= 0.95
+        assert number(rows["peer-fastapi-limiter"][10].split()[0]) >= 0.95
+
     def test_targets_table_lists_every_target(self, tmp_path: Path) -> None:
         """The targets table has the seven ratio targets, each with a verdict cell."""
         text = run_bench(tmp_path / "out.md", "--variants", "peer-correlation-id", "--no-extras")
@@ -72,7 +84,7 @@ class TestMainTable:
             "request ID alone",
             "metrics alone",
             "JSON access log alone",
-            "tracing alone, 100 % sampled",
+            "tracing alone, 100 % sampled, OTLP export",
             "Redis limiter alone",
             "runtime health alone",
             "everything on",

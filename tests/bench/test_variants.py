@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.floors import FLOORS
 from bench.variants import BY_NAME, TARGETS, VARIANTS, select
 
 
@@ -35,3 +36,12 @@ class TestCatalogue:
             for peer in target.peers:
                 assert BY_NAME[peer].family == "peer"
                 assert BY_NAME[peer].evidence == opskit.evidence
+            if target.floor:
+                assert BY_NAME[target.floor].family == "reference"
+                assert BY_NAME[target.floor].evidence == opskit.evidence
+
+    def test_every_floor_feature_has_its_middleware(self) -> None:
+        """A reference variant is built from the floor middlewares its features name."""
+        for variant in VARIANTS:
+            if variant.family == "reference":
+                assert variant.features and variant.features <= set(FLOORS), variant.name
