@@ -26,8 +26,10 @@ def receiver() -> Iterator[OtlpReceiver]:
         yield r
 
 
-def samples(metrics: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [(s.labels, s.value) for f in parse_text(metrics) for s in f.samples if s.name == name]
+def samples(metrics: str, name: str, route: str | None = None) -> list[tuple[dict[str, str], float]]:
+    """The samples of ``name`` (of ``route`` only, if given): labels and value."""
+    found = [(s.labels, s.value) for f in parse_text(metrics) for s in f.samples if s.name == name]
+    return [(labels, value) for labels, value in found if route is None or labels.get("route") == route]
 
 
 def serve(env: dict[str, str], requests: Any) -> tuple[list[dict[str, Any]], str]:
@@ -74,8 +76,9 @@ class TestServed:
         assert span.attributes["plan"] == "pro"
         assert span.trace_id == line["trace_id"]
 
-        found = [labels for labels, _ in samples(metrics, "http_requests_total") if labels["route"] == "/items/{item_id}"]
-        assert found == [{"method": "GET", "route": "/items/{item_id}", "status": "200", "tenant": "acme", "plan": "pro"}]
+        found = [labels for labels, _ in samples(metrics, "http_requests_total", "/items/{item_id}")]
+        expected = {"method": "GET", "route": "/items/{item_id}", "status": "200", "tenant": "acme", "plan": "pro"}
+        assert found == [expected]
 
     def test_a_background_task_annotates_its_span_and_its_own_lines(self, receiver: OtlpReceiver) -> None:
         """A BackgroundTask's field reaches the span (ended after it) and its later log line, not the
@@ -98,14 +101,14 @@ class TestServed:
                 client.get("/items/1", headers={"X-Tenant": f"t{n}", "X-Client-Version": "2.1"}).raise_for_status()
 
         _, metrics = serve(env, load)
-        rows = [labels for labels, _ in samples(metrics, "http_requests_total") if labels["route"] == "/items/{item_id}"]
+        rows = [labels for labels, _ in samples(metrics, "http_requests_total", "/items/{item_id}")]
         tenants = {labels["tenant"] for labels in rows}
         assert len(tenants) == 101
         assert "__other__" in tenants
         assert {labels["x_client_version"] for labels in rows} == {"2.1"}
-        counts = {labels["tenant"]: value for labels, value in samples(metrics, "http_requests_total") if labels["route"] == "/items/{item_id}"}
+        counts = {labels["tenant"]: n for labels, n in samples(metrics, "http_requests_total", "/items/{item_id}")}
         assert counts["__other__"] == 900
-        overflow = dict((labels["label"], value) for labels, value in samples(metrics, "opskit_metrics_label_overflow_total"))
+        overflow = {labels["label"]: value for labels, value in samples(metrics, "opskit_metrics_label_overflow_total")}
         assert overflow == {"tenant": 900.0, "x_client_version": 0.0}
 
     def test_without_extra_labels_the_series_keep_their_shape(self) -> None:
@@ -132,7 +135,7 @@ class TestServed:
         assert len(span.attributes["note"]) == MAX_FIELD
         assert span.attributes["password"] == REDACTED
         assert span.attributes["http.response.status_code"] == 200
-        (labels,) = [labels for labels, _ in samples(metrics, "http_requests_total") if labels["route"] == "/hostile"]
+        (labels,) = [labels for labels, _ in samples(metrics, "http_requests_total", "/hostile")]
         assert labels["note"] == (value * 50)[:128]
 
 
