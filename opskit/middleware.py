@@ -146,13 +146,14 @@ class OpskitMiddleware:
             nonlocal sent_all
             kind = message["type"]
             if kind == "http.response.body":
-                ex.response_bytes += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                ex.response_bytes += size
                 if not message.get("more_body", False):
                     sent_all = True
                     await send(message)
                     finish(ex)
                     return
-                if not ex.first_byte:  # a streamed body: its first part
+                if size and not ex.first_byte:  # a body sent in parts: its first bytes
                     ex.first_byte = perf_counter()
             elif kind == "http.response.start":
                 ex.status = message["status"]
