@@ -24,7 +24,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_FEATURES, Variant
+from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_EXTRAS, OPSKIT_FEATURES, Variant
 
 UNAVAILABLE_EXIT = 3
 UNAVAILABLE_MARK = "bench-unavailable:"
@@ -50,13 +50,26 @@ def dropping_tracer_provider() -> TracerProvider:
     return provider
 
 
-def base_app(extra_routes: int = 0) -> FastAPI:
-    """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body."""
+def base_app(extra_routes: int = 0, *, annotate: bool = False) -> FastAPI:
+    """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body.
+
+    With ``annotate`` the endpoint also calls ``opskit.annotate()`` with two fields.
+    """
     app = FastAPI()
 
-    @app.get("/items/{item_id}")
-    async def read_item(item_id: int) -> dict[str, Any]:
-        return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
+    if annotate:
+        import opskit
+
+        @app.get("/items/{item_id}")
+        async def read_annotated_item(item_id: int) -> dict[str, Any]:
+            opskit.annotate(tenant="acme", plan="pro")
+            return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
+
+    else:
+
+        @app.get("/items/{item_id}")
+        async def read_item(item_id: int) -> dict[str, Any]:
+            return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
 
     for index in range(extra_routes):
 
@@ -104,7 +117,9 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     instrument = getattr(opskit, "instrument", None)
     if instrument is None:
         unavailable("opskit.instrument does not exist")
-    switches = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    switches: dict[str, object] = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    for feature in features:
+        switches.update(OPSKIT_EXTRAS.get(feature, {}))
     if "tracing" in features and (problem := use_dropping_exporter_in_opskit()) is not None:
         if features == {"tracing"}:
             unavailable(problem)
@@ -237,7 +252,7 @@ def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
 
 def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI:
     """The app of ``variant``."""
-    app = base_app(extra_routes)
+    app = base_app(extra_routes, annotate="annotate" in variant.features)
     if variant.family == "opskit":
         instrument_opskit(app, variant.features)
     elif variant.family == "peer":

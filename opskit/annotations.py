@@ -80,7 +80,9 @@ def annotate(**fields: object) -> None:
         annotations = ex.annotations
         if annotations is None:
             annotations = ex.annotations = {}
-        policy(ex.runtime).merge(annotations, fields)
+        runtime = ex.runtime
+        found = runtime.services.get(_POLICY)
+        (found if found is not None else policy(runtime)).merge(annotations, fields)
         return
     from .runtime import current
 

@@ -24,6 +24,7 @@ REDACTED = "[REDACTED]"
 
 FieldValue = str | bool | int | float | None
 _PRIMITIVES = frozenset({bool, int, float})
+_UNDECIDED: Any = object()
 
 
 def bound(value: object) -> FieldValue:
@@ -43,23 +44,42 @@ def bound(value: object) -> FieldValue:
 class FieldPolicy:
     """Cleans fields from outside opskit: bounded keys and values, sensitive keys redacted."""
 
-    __slots__ = ("_keys", "_reserved")
+    __slots__ = ("_decided", "_keys", "_reserved")
 
     def __init__(self, redact_keys: Iterable[str], reserved: Iterable[str] = ()) -> None:
         self._keys = frozenset(k.lower() for k in redact_keys)
         self._reserved = frozenset(reserved)
+        # What each key seen becomes: (its bounded self, redacted?), or None when it is skipped.
+        self._decided: dict[object, tuple[str, bool] | None] = {}
 
     def sensitive(self, key: str) -> bool:
         """Whether the value of ``key`` must never be written (case-insensitive)."""
         return key.lower() in self._keys
 
+    def _decide(self, key: object) -> tuple[str, bool] | None:
+        decision = None
+        if type(key) is str and key not in self._reserved:
+            decision = (key[:MAX_KEY], key.lower() in self._keys)
+        if len(self._decided) < 10_000:
+            self._decided[key] = decision
+        return decision
+
     def merge(self, target: dict[str, Any], fields: Mapping[str, object]) -> None:
         """Add the cleaned ``fields`` to ``target``; keys opskit writes itself (``reserved``) are skipped."""
+        decided = self._decided
+        roomy = len(target) + len(fields) <= MAX_FIELDS
         for key, value in fields.items():
-            if type(key) is not str or key in self._reserved:
+            decision = decided.get(key, _UNDECIDED)
+            if decision is _UNDECIDED:
+                decision = self._decide(key)
+            if decision is None:
                 continue
-            if len(key) > MAX_KEY:
-                key = key[:MAX_KEY]
-            if key not in target and len(target) >= MAX_FIELDS:
+            name, redacted = decision
+            if not roomy and len(target) >= MAX_FIELDS and name not in target:
                 continue
-            target[key] = REDACTED if key.lower() in self._keys else bound(value)
+            if redacted:
+                target[name] = REDACTED
+            elif type(value) is str:
+                target[name] = value if len(value) <= MAX_FIELD else value[:MAX_FIELD]
+            else:
+                target[name] = bound(value)
