@@ -122,6 +122,7 @@ class AccessLog(Component):
             status=ex.status,
             duration_ms=_milliseconds(ex.duration),
             client=ex.client,
+            **(ex.annotations or {}),
         )
 
 
