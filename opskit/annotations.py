@@ -71,9 +71,10 @@ def annotate(**fields: object) -> None:
     ``route``...) are ignored; a request keeps 64 fields at most. Fields annotated after the response
     is complete (in a BackgroundTask) reach the span and later log lines, not the access line.
 
-    Outside a request that opskit's middleware handles (a script, a worker job, startup), the fields
-    are bound to the current context with ``structlog.contextvars``: later log lines of that context
-    carry them.
+    Outside a request that opskit's middleware records (a script, a worker job, startup, or a
+    process where no per-request feature but request IDs is on), the fields are bound to the current
+    context with ``structlog.contextvars``: later log lines of that context carry them. An ASGI
+    server runs each request in a task of its own, so there they end with the request.
     """
     ex = _exchange.get()
     if ex is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import Iterator
@@ -10,9 +11,11 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from fastapi import FastAPI
 
 import opskit
 from opskit.fields import MAX_FIELD, MAX_FIELDS, REDACTED, FieldPolicy
+from tests.conftest import LogReader
 from tests.metrics.parsing import parse_text
 from tests.serving.processes import opskit_serve
 from tests.tracing.receiver import OtlpReceiver, otlp_receiver
@@ -158,3 +161,29 @@ class TestAnnotate:
         policy.merge(target, {f"x{n}": n for n in range(100)})
         assert len(target) == MAX_FIELDS
         json.dumps(target)
+
+
+class TestInProcess:
+    @pytest.mark.anyio
+    async def test_without_a_per_request_feature_later_lines_still_carry_the_fields(self, log_lines: LogReader) -> None:
+        """Only request IDs and logging on (the middleware keeps no per-request record): the fields are bound
+        to the context of the request's task, so its later lines carry them and the next request's do not."""
+        app = FastAPI()
+        log = opskit.get_logger("tests.lean")
+
+        @app.get("/lean/{n}")
+        async def lean(n: int) -> dict[str, int]:
+            if n == 1:
+                opskit.annotate(tenant="acme")
+            log.info("lean handled", n=n)
+            return {"n": n}
+
+        off = {"metrics_enabled": False, "tracing_enabled": False, "ratelimit_enabled": False}
+        opskit.instrument(app, access_log_enabled=False, runtime_enabled=False, **off)
+        log_lines()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            for n in (1, 2):  # each request in its own task, as ASGI servers run them
+                (await asyncio.create_task(client.get(f"/lean/{n}"))).raise_for_status()
+        handled = {line["n"]: line for line in log_lines() if line.get("event") == "lean handled"}
+        assert handled[1]["tenant"] == "acme"
+        assert "tenant" not in handled[2]
