@@ -230,6 +230,8 @@ class MetricsComponent(Component):
         child.observe(ex.first_byte - ex.start)
 
     def websocket_accepted(self, ex: Exchange) -> None:
+        if not self._measured(ex.path):
+            return
         route = ex.route or self.settings.unmatched_route
         ex.state[self] = route  # the gauge goes down under the label it went up under
         self.ws_opened.labels(route).inc()
