@@ -46,6 +46,7 @@ RESERVED = frozenset(
         "outcome",
         "response_status",
         "request_headers",
+        "response_headers",
     }
 )
 _POLICY = "opskit.annotations"

@@ -58,6 +58,7 @@ def test_captured_headers_reach_the_span_and_the_access_line() -> None:
     assert span.attributes["http.response.header.content-type"] == ("application/json",)
     (line,) = [x for x in lines if x.get("logger") == "opskit.access"]
     assert line["request_headers"] == {name: list(v) for name, v in expected.items()}
+    assert line["response_headers"] == {"content-type": ["application/json"]}
 
 
 class TestHeaderCapture:

@@ -10,7 +10,7 @@ from ..component import Component
 from ..context import _request_id
 from ..exchange import Exchange
 from ..fields import MAX_FIELD
-from ..headers import request_headers
+from ..headers import capture, request_headers
 from ..paths import PathPatterns
 from .config import get_logger
 from .processors import RequestContext, timestamp
@@ -57,6 +57,8 @@ class AccessLog(Component):
         self._error = level <= logging.ERROR
         self._slow = settings.access_log_slow_threshold
         self._headers = settings.access_log_captured_headers and bool(settings.capture_headers_server_request)
+        responses = settings.access_log_captured_headers and bool(settings.capture_headers_server_response)
+        self._response_headers = capture(runtime) if responses else None
         self._sample = settings.access_log_sample
         self._sampling = self._sample < 1.0
         self._bound = round(self._sample * (1 << 64))
@@ -96,6 +98,8 @@ class AccessLog(Component):
         }
         if self._headers:
             fields["request_headers"] = request_headers(ex)
+        if self._response_headers is not None:
+            fields["response_headers"] = self._response_headers.pick(ex.app_headers, response=True)
         if ex.annotations:
             fields.update(ex.annotations)
         level = "error" if failed else "warning" if slow else "info"

@@ -75,7 +75,8 @@ class SignalSettings(SettingsSection):
         ),
     )
     access_log_captured_headers: bool = Field(
-        False, description="Also write the captured request headers on the access line (`request_headers`)."
+        False,
+        description="Also write the captured headers on the access line (`request_headers`, `response_headers`).",
     )
     access_log_sample: float = Field(
         1.0,
