@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from bench.floors import FLOORS
-from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_FEATURES, Variant
+from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_EXTRAS, OPSKIT_FEATURES, Variant
 
 UNAVAILABLE_EXIT = 3
 UNAVAILABLE_MARK = "bench-unavailable:"
@@ -41,14 +41,27 @@ def otlp_tracer_provider() -> TracerProvider:
     return provider
 
 
-def base_app(extra_routes: int = 0, **options: Any) -> FastAPI:
+def base_app(extra_routes: int = 0, *, annotate: bool = False, **options: Any) -> FastAPI:
     """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body
-    (``options`` go to ``FastAPI(...)``)."""
+    (``options`` go to ``FastAPI(...)``).
+
+    With ``annotate`` the endpoint also calls ``opskit.annotate()`` with two fields.
+    """
     app = FastAPI(**options)
 
-    @app.get("/items/{item_id}")
-    async def read_item(item_id: int) -> dict[str, Any]:
-        return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
+    if annotate:
+        import opskit
+
+        @app.get("/items/{item_id}")
+        async def read_annotated_item(item_id: int) -> dict[str, Any]:
+            opskit.annotate(tenant="acme", plan="pro")
+            return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
+
+    else:
+
+        @app.get("/items/{item_id}")
+        async def read_item(item_id: int) -> dict[str, Any]:
+            return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
 
     for index in range(extra_routes):
 
@@ -74,7 +87,9 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     instrument = getattr(opskit, "instrument", None)
     if instrument is None:
         unavailable("opskit.instrument does not exist")
-    switches = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    switches: dict[str, object] = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    for feature in features:
+        switches.update(OPSKIT_EXTRAS.get(feature, {}))
     try:
         instrument(app, **switches)
     except Exception as exc:
@@ -269,7 +284,7 @@ def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
 def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI:
     """The app of ``variant``."""
     options = fastapi_limiter_options(redis_url) if "fastapi_limiter" in variant.features else {}
-    app = base_app(extra_routes, **options)
+    app = base_app(extra_routes, annotate="annotate" in variant.features, **options)
     if variant.family == "opskit":
         instrument_opskit(app, variant.features)
     elif variant.family == "peer":

@@ -2,7 +2,8 @@
 
 Drives a FastAPI app's ASGI callable directly and reports microseconds per request for the bare
 app, for the request-ID floor (a middleware that only sets a context variable and adds a header)
-and for opskit's request-ID and access-log components, so hot-path changes can be compared quickly.
+and for opskit's request-ID and access-log components ("annotate": the core with an endpoint that
+annotates two fields), so hot-path changes can be compared quickly.
 Not a test; the end-to-end numbers come from ``make bench``.
 """
 
@@ -31,15 +32,24 @@ OFF = {
 def make(variant: str) -> Any:
     app = FastAPI()
 
-    @app.get("/items/{item_id}")
-    async def item(item_id: int) -> dict[str, int]:
-        return {"item_id": item_id}
+    if variant == "annotate":
+
+        @app.get("/items/{item_id}")
+        async def annotated(item_id: int) -> dict[str, int]:
+            opskit.annotate(tenant="acme", plan="pro")
+            return {"item_id": item_id}
+
+    else:
+
+        @app.get("/items/{item_id}")
+        async def item(item_id: int) -> dict[str, int]:
+            return {"item_id": item_id}
 
     if variant == "request_id":
         opskit.instrument(app, logging_enabled=False, **OFF)
     elif variant == "access_log":
         opskit.instrument(app, request_id_enabled=False, **OFF)
-    elif variant == "core":
+    elif variant in ("core", "annotate"):
         opskit.instrument(app, **OFF)
     elif variant == "floor":
         app.add_middleware(RequestIdFloor)
@@ -53,7 +63,7 @@ async def drive(app: Any, n: int) -> float:
 
 def main() -> None:
     n = int(os.environ.get("N", "20000"))
-    variants = sys.argv[1:] or ["bare", "floor", "request_id", "access_log", "core"]
+    variants = sys.argv[1:] or ["bare", "floor", "request_id", "access_log", "core", "annotate"]
     devnull = open(os.devnull, "w")  # noqa: SIM115
     sys.stdout, real = devnull, sys.stdout
     results: dict[str, float] = {}

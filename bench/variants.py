@@ -13,6 +13,11 @@ Family = Literal["bare", "opskit", "peer", "reference"]
 Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis"]
 
 OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
+#: Settings a variant's extra features turn on (they cost something when set, so "opskit-all" leaves them unset).
+OPSKIT_EXTRAS: dict[str, dict[str, object]] = {
+    "labels": {"metrics_labels": ("tenant", "plan")},
+    "sampling": {"access_log_sample": 0.1},
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,14 @@ VARIANTS: tuple[Variant, ...] = (
         "opskit, runtime health only (loop lag, blocked-loop watchdog, thread pool, background tasks)",
         {"runtime"},
         set(),
+    ),
+    _v(
+        "opskit-context",
+        "opskit",
+        "opskit, request ID, access log sampled at 10 %, metrics with two extra labels, tracing; "
+        "the endpoint annotates two fields",
+        {"request_id", "logging", "metrics", "tracing", "annotate", "labels", "sampling"},
+        {"request_id", "metrics", "spans"},
     ),
     _v(
         "opskit-all",

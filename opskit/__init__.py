@@ -6,6 +6,7 @@ and health endpoints as one pure ASGI middleware.
 
 from __future__ import annotations
 
+from .annotations import annotate
 from .component import Component
 from .context import request_id
 from .exchange import Exchange
@@ -26,6 +27,7 @@ __all__ = [
     "Settings",
     "__version__",
     "add_readiness_check",
+    "annotate",
     "begin_shutdown",
     "configure_logging",
     "get_logger",

@@ -49,6 +49,9 @@ class Component:
     def websocket_started(self, ex: Exchange) -> None:
         """A websocket connection arrived, before the app is called. ``ex.route`` is not known yet."""
 
+    def websocket_accepted(self, ex: Exchange) -> None:
+        """The app accepted the websocket connection; ``ex.route`` is set (the router has run)."""
+
     def websocket_closed(self, ex: Exchange) -> None:
         """The websocket connection ended: status 101 (accepted) or 403 (refused), ``ex.route`` and
         ``ex.end`` set, in the middleware's own context, in reverse order."""
@@ -68,6 +71,7 @@ HOOKS = (
     "request_finished",
     "request_closed",
     "websocket_started",
+    "websocket_accepted",
     "websocket_closed",
     "startup",
     "shutdown",

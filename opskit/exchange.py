@@ -25,7 +25,8 @@ class Exchange:
     response size, its request ID, route template and client, whether the client left before the
     response was complete (``disconnected``), the exception that escaped the app, the sampled
     trace it belongs to (``trace_id``/``span_id``, read by the access log and metric exemplars)
-    and ``annotations``, fields features add to the request's access-log line.
+    and ``annotations``, fields features and the app (:func:`opskit.annotate`) add to the
+    request's access-log line, span and later log lines.
     Data private to one component goes in :attr:`state`, keyed by that component.
     """
 
@@ -40,6 +41,15 @@ class Exchange:
     span_id: str | None = None
     annotations: dict[str, Any] | None = None
     disconnected = False
+    #: The trace ID as a number, sampled or not (tracing sets it; the access-log sampler decides from it).
+    trace_number: int | None = None
+    #: When the first part of a body that came in several parts was sent (``perf_counter``), else 0.
+    first_byte = 0.0
+    #: The response headers the app sent (before opskit's own were appended).
+    app_headers: Any = ()
+    #: Websocket messages the app sent and received.
+    messages_sent = 0
+    messages_received = 0
     _client: str | None | bool = False
 
     def __init__(self, scope: Scope, runtime: Runtime) -> None:
@@ -66,7 +76,8 @@ class Exchange:
         return self._client  # type: ignore[return-value]
 
     def annotate(self, **fields: Any) -> None:
-        """Add fields to this request's access-log line."""
+        """Add fields to this request's access-log line and span, unchecked (for opskit's own
+        fields; the app's go through :func:`opskit.annotate`)."""
         if self.annotations is None:
             self.annotations = {}
         self.annotations.update(fields)

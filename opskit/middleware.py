@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import health
 from .client_ip import server_proxy_headers
 from .component import Component, overrides
-from .context import _request_id
+from .context import _exchange, _request_id
 from .exchange import SCOPE_KEY, Exchange
 from .logging import get_logger
 from .metrics.registry import Counter
@@ -71,6 +71,7 @@ class OpskitMiddleware:
         self._on_finish = hooks("request_finished")[::-1]
         self._on_close = hooks("request_closed")[::-1]
         self._ws_started = hooks("websocket_started")
+        self._ws_accepted = hooks("websocket_accepted")
         self._ws_closed = hooks("websocket_closed")[::-1]
         # A request whose only per-request feature is its ID needs no Exchange: a lighter path.
         active = [c for c in self.components if any(overrides(c, h) for h in _PER_REQUEST)]
@@ -141,6 +142,7 @@ class OpskitMiddleware:
 
         ex = Exchange(scope, self.runtime)
         scope[SCOPE_KEY] = ex
+        ex_token = _exchange.set(ex)  # opskit.annotate() finds the request from anywhere below
         on_response = self._on_response
         finish = self._finish
 
@@ -150,14 +152,18 @@ class OpskitMiddleware:
             nonlocal sent_all
             kind = message["type"]
             if kind == "http.response.body":
-                ex.response_bytes += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                ex.response_bytes += size
                 if not message.get("more_body", False):
                     sent_all = True
                     await send(message)
                     finish(ex)
                     return
+                if size and not ex.first_byte:  # a body sent in parts: its first bytes
+                    ex.first_byte = perf_counter()
             elif kind == "http.response.start":
                 ex.status = message["status"]
+                ex.app_headers = message.get("headers", ())
                 for component, hook in on_response:
                     try:
                         hook(ex)
@@ -217,6 +223,7 @@ class OpskitMiddleware:
                     hook(ex)
                 except Exception as exc:
                     self._hook_failed(component, "request_closed", exc)
+            _exchange.reset(ex_token)
             # The scope and its Exchange refer to each other: broken here, both are freed at once
             # instead of waiting for (and costing) a cyclic collection.
             del scope[SCOPE_KEY]
@@ -291,20 +298,33 @@ class OpskitMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             kind = message["type"]
-            if kind == "websocket.accept":
+            if kind == "websocket.send":
+                ex.messages_sent += 1
+            elif kind == "websocket.accept":
                 ex.status = 101
                 if extra:
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                if self._ws_accepted:
+                    ex.route = self.routes.resolve(scope)
+                    self._run(self._ws_accepted, "websocket_accepted", ex)
             elif kind == "websocket.close" and not ex.status:
                 ex.status = 403
             await send(message)
 
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                ex.messages_received += 1
+            return message
+
+        token = _exchange.set(ex)
         try:
-            await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive_wrapper, send_wrapper)
         finally:
             ex.end = perf_counter()
             ex.route = self.routes.resolve(scope)
             self._run(self._ws_closed, "websocket_closed", ex)
+            _exchange.reset(token)
             del scope[SCOPE_KEY]
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,6 +4,11 @@ The router records the route it matched in the scope (``scope["route"]`` on Star
 and FastAPI, ``scope["endpoint"]`` everywhere). A map from those objects to full templates,
 mount prefixes included, is built from the app's routes on first use and rebuilt when a route
 added later is seen, so a request costs one dict lookup.
+
+Other routers name the template themselves: Litestar sets ``scope["path_template"]``, and a
+router may set ``scope["route"]`` to the template text. That is also the hook for any other
+framework: a router, or a pure ASGI middleware under opskit, that sets ``scope["path_template"]``
+(a template, never the raw path: it becomes a metric label) gets its requests labelled by it.
 """
 
 from __future__ import annotations
@@ -65,13 +70,19 @@ class RouteTemplates:
         """The template of the route that handled ``scope``, or the unmatched value."""
         key = scope.get("route") or scope.get("endpoint")
         if key is None:
-            return self.unmatched
+            return self._named(scope)
         hit = self._map.get(id(key))
         if hit is None or hit[0] is not key:
             hit = self._learn(key)
-        return hit[1] or self.unmatched
+        return hit[1] or self._named(scope)
+
+    def _named(self, scope: Scope) -> str:
+        template = scope.get("path_template")
+        return template if type(template) is str and template else self.unmatched
 
     def _learn(self, key: object) -> tuple[object, str | None]:
+        if type(key) is str:  # a router that names its templates itself
+            return (key, key)
         # Routes are usually added after instrument(); rebuild, bounded so that objects that are
         # not routes (an endpoint set by a custom router) cannot make every request rebuild.
         if self._misses < 1000:

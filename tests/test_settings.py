@@ -86,3 +86,42 @@ def test_error_names_the_variable_that_was_set(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(ConfigError, match="LOG_LEVEL='verbose'") as info:
         load_settings()
     assert "OPSKIT_LOG_LEVEL" not in str(info.value)
+
+
+class TestSignalSettings:
+    """Extra labels, header capture and sampling fail at startup naming the variable."""
+
+    @pytest.mark.parametrize(
+        ("value", "why"),
+        [
+            ("tenant,tenant", "taken"),
+            ("route", "taken"),
+            ("__x", "not a label"),
+            ("header:", "header"),
+            ("a-b", "label"),
+        ],
+    )
+    def test_bad_metric_labels_are_refused(self, monkeypatch: pytest.MonkeyPatch, value: str, why: str) -> None:
+        """A label that is not a Prometheus name, repeats, or replaces one opskit sets."""
+        monkeypatch.setenv("OPSKIT_METRICS_LABELS", value)
+        with pytest.raises(ConfigError, match=f"OPSKIT_METRICS_LABELS=.*{why}"):
+            load_settings()
+
+    def test_header_labels_are_named_in_snake_case(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """``header:X-Client-Version`` is accepted beside an annotated field."""
+        monkeypatch.setenv("OPSKIT_METRICS_LABELS", "tenant, header:X-Client-Version")
+        assert load_settings().metrics_labels == ("tenant", "header:X-Client-Version")
+
+    def test_capture_variables_are_the_opentelemetry_ones(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The standard names set the fields; a pattern that is no regular expression is refused."""
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST", "x-a, X-B.*")
+        assert load_settings().capture_headers_server_request == ("x-a", "X-B.*")
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS", "x-(")
+        with pytest.raises(ConfigError, match="OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS"):
+            load_settings()
+
+    def test_a_share_outside_zero_to_one_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """OPSKIT_ACCESS_LOG_SAMPLE is a share."""
+        monkeypatch.setenv("OPSKIT_ACCESS_LOG_SAMPLE", "1.5")
+        with pytest.raises(ConfigError, match="OPSKIT_ACCESS_LOG_SAMPLE"):
+            load_settings()

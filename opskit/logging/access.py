@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import TYPE_CHECKING, Any
 
 from ..component import Component
 from ..context import _request_id
 from ..exchange import Exchange
+from ..fields import MAX_FIELD
+from ..headers import capture, request_headers
 from ..paths import PathPatterns
 from .config import get_logger
 from .processors import RequestContext, timestamp
@@ -18,7 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AccessLog", "create_component"]
 
-_MAX_FIELD = 1024  # a hostile User-Agent or path must not make a line unbounded
+_MAX_FIELD = MAX_FIELD  # a hostile User-Agent or path must not make a line unbounded
+_LOW_64 = (1 << 64) - 1
 
 
 def _milliseconds(seconds: float) -> float:
@@ -32,7 +36,13 @@ class AccessLog(Component):
     In JSON format the line is built directly, in the same shape as every other line, instead
     of through the processor chain: its keys are fixed and never sensitive, it is written once per
     request, and its context fields come from the same :class:`RequestContext` the chain uses.
-    Fields features add to the request (``ex.annotations``) follow the fixed ones.
+    Fields features and the app add to the request (``ex.annotations``) follow the fixed ones.
+
+    With ``OPSKIT_ACCESS_LOG_SAMPLE`` below 1, an ordinary request is logged when the low 64 bits
+    of its trace ID fall below the share of 2**64, the test OpenTelemetry's trace ID ratio sampler
+    makes (so at equal rates the logged requests are the traced ones), or by a random draw when it
+    has no trace. Errors, slow requests (``OPSKIT_ACCESS_LOG_SLOW_THRESHOLD``, written at
+    ``warning``) and, if asked, 4xx responses are always logged.
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -41,13 +51,39 @@ class AccessLog(Component):
         self._excluded = PathPatterns(settings.access_log_exclude_paths)
         self._fast = settings.log_format == "json"
         self._context = RequestContext(settings)
-        self._info = logging.getLevelName(settings.log_level.upper()) <= logging.INFO
-        self._error = logging.getLevelName(settings.log_level.upper()) <= logging.ERROR
+        level = logging.getLevelName(settings.log_level.upper())
+        self._info = level <= logging.INFO
+        self._warning = level <= logging.WARNING
+        self._error = level <= logging.ERROR
+        self._slow = settings.access_log_slow_threshold
+        self._headers = settings.access_log_captured_headers and bool(settings.capture_headers_server_request)
+        responses = settings.access_log_captured_headers and bool(settings.capture_headers_server_response)
+        self._response_headers = capture(runtime) if responses else None
+        self._sample = settings.access_log_sample
+        self._sampling = self._sample < 1.0
+        self._bound = round(self._sample * (1 << 64))
+        self._keep_below = 400 if settings.access_log_sample_keep_4xx else 500
+        self._skipped: Any = None
+        if self._sampling:
+            self._skipped = runtime.registry.counter(
+                "opskit_access_log_skipped_total", "Access-log lines left out by OPSKIT_ACCESS_LOG_SAMPLE."
+            ).labels()
+
+    def _sampled_out(self, ex: Exchange) -> bool:
+        """Whether this ordinary request's line is left out (one decision per request)."""
+        number = ex.trace_number
+        if number is not None:
+            return (number & _LOW_64) >= self._bound
+        return random.random() >= self._sample
 
     def request_finished(self, ex: Exchange) -> None:
         status = ex.status
         failed = status >= 500 or status == 0
-        if not (self._error if failed else self._info) or ex.path in self._excluded:
+        slow = self._slow is not None and not failed and ex.end - ex.start > self._slow
+        if not (self._error if failed else self._warning if slow else self._info) or ex.path in self._excluded:
+            return
+        if self._sampling and not failed and not slow and status < self._keep_below and self._sampled_out(ex):
+            self._skipped.inc()
             return
         ua = ex.header(b"user-agent")
         fields: dict[str, Any] = {
@@ -60,14 +96,19 @@ class AccessLog(Component):
             "client": ex.client,
             "user_agent": ua[:_MAX_FIELD].decode("latin-1") if ua is not None else None,
         }
+        if self._headers:
+            fields["request_headers"] = request_headers(ex)
+        if self._response_headers is not None:
+            fields["response_headers"] = self._response_headers.pick(ex.app_headers, response=True)
         if ex.annotations:
             fields.update(ex.annotations)
+        level = "error" if failed else "warning" if slow else "info"
         if not self._fast:
-            (self._log.error if failed else self._log.info)("request", **fields)
+            getattr(self._log, level)("request", **fields)
             return
         line: dict[str, Any] = {
             "timestamp": timestamp(),
-            "level": "error" if failed else "info",
+            "level": level,
             "logger": "opskit.access",
             "event": "request",
             **fields,
@@ -85,6 +126,7 @@ class AccessLog(Component):
             status=ex.status,
             duration_ms=_milliseconds(ex.duration),
             client=ex.client,
+            **(ex.annotations or {}),
         )
 
 

@@ -14,7 +14,8 @@ import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from ..context import _request_id
+from ..context import _exchange, _request_id
+from ..fields import REDACTED
 from ..settings import Settings
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "timestamp",
 ]
 
-REDACTED = "[REDACTED]"
 _HEAD = ("timestamp", "level", "logger", "event")
 
 
@@ -45,8 +45,9 @@ def static_fields(settings: Settings) -> dict[str, str]:
 
 
 class RequestContext:
-    """Add ``request_id``, ``trace_id``/``span_id`` of the current span (with tracing on) and the
-    static fields of :func:`static_fields`; keys already present are kept."""
+    """Add ``request_id``, ``trace_id``/``span_id`` of the current span (with tracing on), the
+    fields the request was annotated with (:func:`opskit.annotate`) and the static fields of
+    :func:`static_fields`; keys already present are kept."""
 
     __slots__ = ("_get_current_span", "static")
 
@@ -77,6 +78,10 @@ class RequestContext:
             if ctx.is_valid:
                 trace_id, span_id = format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
         self.fill(event_dict, _request_id.get(), trace_id, span_id)
+        ex = _exchange.get()
+        if ex is not None and ex.annotations:
+            for key, value in ex.annotations.items():
+                event_dict.setdefault(key, value)
         return event_dict
 
 

@@ -19,18 +19,22 @@ from typing import Final
 
 from starlette.types import ASGIApp
 
+from ..annotations import policy
 from ..component import Component
 from ..exchange import Exchange
 from ..paths import PathPatterns
 from ..runtime import Runtime
 from .client_bridge import ClientMetrics
 from .endpoint import MetricsEndpoint, MetricsServer, Scrape
+from .labels import ExtraLabel, extra_labels
 from .registry import CounterChild, Histogram, HistogramChild, Registry
 
 __all__ = ["MetricsComponent", "create_component"]
 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 OTHER_METHOD: Final = "OTHER"
+#: Websocket connections last from seconds to hours.
+WEBSOCKET_BUCKETS: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 
 
 @dataclass(slots=True)
@@ -60,14 +64,47 @@ class MetricsComponent(Component):
         self._excluded = PathPatterns(excluded)
 
         m = ("method", "route")
+        self._labels: tuple[ExtraLabel, ...] | None = None
+        if settings.metrics_labels:
+            overflow = registry.counter(
+                "opskit_metrics_label_overflow_total",
+                "Requests whose extra label value was counted as __other__ (past OPSKIT_METRICS_LABEL_LIMIT).",
+                ("label",),
+            )
+            self._labels = extra_labels(
+                settings.metrics_labels, settings.metrics_label_limit, overflow, policy(runtime)
+            )
+        extra = tuple(label.name for label in self._labels or ())
         self.requests = registry.counter(
-            "http_requests_total", "HTTP requests by method, route template and status.", (*m, "status")
+            "http_requests_total", "HTTP requests by method, route template and status.", (*m, "status", *extra)
         )
         self.duration: Histogram = registry.histogram(
             "http_request_duration_seconds",
             "Seconds from the request to the end of its response body (background tasks excluded).",
+            (*m, *extra),
+            buckets=settings.metrics_duration_buckets,
+        )
+        self.first_byte = registry.histogram(
+            "http_response_first_byte_seconds",
+            "Seconds from the request to the first part of a streamed response body (bodies sent in several parts).",
             m,
             buckets=settings.metrics_duration_buckets,
+        )
+        self._first_byte: dict[tuple[str, str | None], HistogramChild] = {}
+        self.ws_opened = registry.counter(
+            "websocket_connections_opened_total",
+            "Websocket connections the app accepted, by route template.",
+            ("route",),
+        )
+        self.ws_open = registry.gauge("websocket_connections_open", "Websocket connections open now.", ("route",))
+        self.ws_duration = registry.histogram(
+            "websocket_connection_duration_seconds",
+            "Seconds an accepted websocket connection lasted.",
+            ("route",),
+            buckets=WEBSOCKET_BUCKETS,
+        )
+        self.ws_messages = registry.counter(
+            "websocket_messages_total", "Websocket messages by route template and direction.", ("route", "direction")
         )
         self.in_progress = registry.gauge("http_requests_in_progress", "HTTP requests being served.", m, mode="sum")
         self.exceptions = registry.counter(
@@ -88,6 +125,7 @@ class MetricsComponent(Component):
         build.labels(settings.service_version, settings.service_name).set(1)
 
         self._series: dict[tuple[str, str | None, int], _Series] = {}
+        self._labelled: dict[tuple[str, str | None, int, tuple[str, ...]], _Series] = {}
         self._live: set[Exchange] = set()
         self._in_progress_keys: set[tuple[str, str]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -122,9 +160,14 @@ class MetricsComponent(Component):
             return  # excluded path
         method = ex.method if ex.method in METHODS else OTHER_METHOD
         status = ex.status
-        series = self._series.get((method, ex.route, status))
-        if series is None:
-            series = self._series_for(method, ex.route, status)
+        if self._labels is None:
+            series = self._series.get((method, ex.route, status))
+            if series is None:
+                series = self._series_for(method, ex.route, status)
+        else:
+            series = self._labelled_series(ex, method, status)
+        if ex.first_byte:
+            self._observe_first_byte(ex, method)
         duration = ex.end - ex.start
         trace_id = ex.trace_id if self._exemplars else None
         request_size, response_size = series.request_size, series.response_size
@@ -154,7 +197,7 @@ class MetricsComponent(Component):
     def _measured(self, path: str) -> bool:
         return path not in self._excluded
 
-    def _series_for(self, method: str, route: str | None, status: int) -> _Series:
+    def _series_for(self, method: str, route: str | None, status: int, extra: tuple[str, ...] = ()) -> _Series:
         label_route = route or self.settings.unmatched_route
         label_status = f"{status // 100}xx" if self._group_status and status else str(status)
         request_size = response_size = None
@@ -162,13 +205,48 @@ class MetricsComponent(Component):
             request_size = self.request_size.labels(method, label_route)
             response_size = self.response_size.labels(method, label_route)
         series = _Series(
-            self.requests.labels(method, label_route, label_status),
-            self.duration.labels(method, label_route),
+            self.requests.labels(method, label_route, label_status, *extra),
+            self.duration.labels(method, label_route, *extra),
             request_size,
             response_size,
         )
-        self._series[(method, route, status)] = series
+        if not extra:
+            self._series[(method, route, status)] = series
         return series
+
+    def _labelled_series(self, ex: Exchange, method: str, status: int) -> _Series:
+        extra = tuple(label.value(ex) for label in self._labels or ())
+        key = (method, ex.route, status, extra)
+        series = self._labelled.get(key)
+        if series is None:
+            series = self._labelled[key] = self._series_for(method, ex.route, status, extra)
+        return series
+
+    def _observe_first_byte(self, ex: Exchange, method: str) -> None:
+        key = (method, ex.route)
+        child = self._first_byte.get(key)
+        if child is None:
+            child = self._first_byte[key] = self.first_byte.labels(method, ex.route or self.settings.unmatched_route)
+        child.observe(ex.first_byte - ex.start)
+
+    def websocket_accepted(self, ex: Exchange) -> None:
+        if not self._measured(ex.path):
+            return
+        route = ex.route or self.settings.unmatched_route
+        ex.state[self] = route  # the gauge goes down under the label it went up under
+        self.ws_opened.labels(route).inc()
+        self.ws_open.labels(route).inc()
+
+    def websocket_closed(self, ex: Exchange) -> None:
+        route = ex.state.pop(self, None)
+        if route is None:
+            return  # refused: never open
+        self.ws_open.labels(route).dec()
+        self.ws_duration.labels(route).observe(ex.end - ex.start)
+        if ex.messages_received:
+            self.ws_messages.labels(route, "received").inc(ex.messages_received)
+        if ex.messages_sent:
+            self.ws_messages.labels(route, "sent").inc(ex.messages_sent)
 
     def update_in_progress(self) -> None:
         """Write this worker's requests in flight, by method and route, to the gauge."""

@@ -19,12 +19,15 @@ from .loop import LoopSettings
 from .metrics import MetricsSettings
 from .ratelimit import RateLimitSettings
 from .serving import ServingSettings
+from .signals import SignalSettings
 from .tracing import TracingSettings
 
 __all__ = ["ConfigError", "Settings", "env_name", "env_vars", "load_settings"]
 
 
-class Settings(LoopSettings, ServingSettings, RateLimitSettings, TracingSettings, MetricsSettings, CoreSettings):
+class Settings(
+    SignalSettings, LoopSettings, ServingSettings, RateLimitSettings, TracingSettings, MetricsSettings, CoreSettings
+):
     """Every opskit setting. Build it with :func:`load_settings` to get readable errors."""
 
 

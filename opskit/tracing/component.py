@@ -4,8 +4,9 @@ request_started extracts the remote context from the headers (``OTEL_PROPAGATORS
 :class:`ServerSpan` and makes it current, so log lines and user code (BackgroundTasks included) see
 it; response_started may quote the trace in a response header; request_finished names the span
 after the route and sets the status; request_closed (the app returned, so an exception that
-escaped it is known, and the middleware's own context is current again) records the exception,
-ends the span at the time the response body completed and restores the previous context.
+escaped it is known, and the middleware's own context is current again) records the exception
+and the request's annotations (:func:`opskit.annotate`), ends the span at the time the response
+body completed and restores the previous context.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from opskit.component import Component
+from opskit.headers import capture, request_headers
 from opskit.settings.tracing import W3C_PROPAGATORS
 
 from . import lifecycle
@@ -85,6 +87,9 @@ class TracingComponent(Component):
         foreign = [name for name in propagators if name not in W3C_PROPAGATORS and name != "none"]
         self._foreign = ForeignExtractor(propagators) if foreign else None
         self._last_error = 0.0
+        headers = capture(runtime)
+        self._capture_requests = headers.requests
+        self._capture = headers if headers.responses else None
 
     def _failed(self, where: str) -> None:
         # Tracing degrades, the request goes on; one line a minute at most.
@@ -150,6 +155,7 @@ class TracingComponent(Component):
         id_generator = pipeline.provider.id_generator
         trace_id = parent.trace_id if parent else id_generator.generate_trace_id()
         span_id = id_generator.generate_span_id()
+        ex.trace_number = trace_id
         if self._always_on:
             # always_on / parentbased_always_on (the default) decided without the SDK's call chain.
             sampled = not (parent and self._parent_based and not parent.trace_flags.sampled)
@@ -189,6 +195,9 @@ class TracingComponent(Component):
             attributes["user_agent.original"] = user_agent[:USER_AGENT_MAX].decode("latin-1")
         if sampler_attributes:
             attributes.update(sampler_attributes)
+        if self._capture_requests:
+            for header, values in request_headers(ex).items():
+                attributes[f"http.request.header.{header}"] = values
         span = ServerSpan(
             name,
             span_context,
@@ -225,6 +234,9 @@ class TracingComponent(Component):
             span.set_attribute("http.route", route)
             span.update_name(f"{span.initial_name} {route}")
         status = ex.status
+        if self._capture is not None:
+            for header, values in self._capture.pick(ex.app_headers, response=True).items():
+                span.set_attribute(f"http.response.header.{header}", values)
         if status:
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
@@ -253,6 +265,12 @@ class TracingComponent(Component):
         lifecycle.shutdown()
 
     def _end(self, ex: Exchange, span: ServerSpan) -> None:
+        # Here, not in request_finished: fields annotated in the request's BackgroundTasks count too.
+        annotations = ex.annotations
+        if annotations:
+            for key, value in annotations.items():
+                if value is not None:
+                    span.set_attribute(key, value)
         exception = ex.exception
         if exception is not None:
             span.record_exception(exception)

@@ -42,6 +42,8 @@ class Request:
             "reason": "timeout",
             "task": "send_receipt",
             "kind": "blocked",
+            "direction": "received",
+            "label": "tenant",
         }
         return values[name]
 
