@@ -91,6 +91,32 @@ def use_dropping_exporter_in_opskit() -> str | None:
     return None
 
 
+def use_dropping_otlp_client() -> str | None:
+    """Make opskit's OTLP/HTTP client (metrics and logs) accept every export without sending it.
+
+    Everything up to the wire stays opskit's own: the tap, the queue, the export thread and the
+    encoding. The first export touches ``BENCH_SPAN_MARKER`` + ``.otlp``. Returns why it could not, or None.
+    """
+    try:
+        transport = importlib.import_module("opskit.otlp.transport")
+    except ImportError as exc:
+        return f"opskit.otlp is not there ({exc})"
+    client, result = getattr(transport, "OtlpHttpClient", None), getattr(transport, "ExportResult", None)
+    if client is None or result is None:
+        return "opskit.otlp.transport.OtlpHttpClient, where the bench plugs its sink, is gone"
+    marker = os.environ.get("BENCH_SPAN_MARKER")
+    marked: list[bool] = []
+
+    def export(self: Any, body: bytes, stop: Any = None) -> Any:
+        if marker and body and not marked:
+            Path(marker + ".otlp").touch()
+            marked.append(True)
+        return result(True)
+
+    setattr(client, "export", export)  # noqa: B010
+    return None
+
+
 def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env).
 
@@ -109,8 +135,17 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
         if features == {"tracing"}:
             unavailable(problem)
         switches["tracing_enabled"] = False
+    otlp: dict[str, Any] = {}
+    if "otlp_metrics" in features:
+        otlp["metrics_exporter"] = ("prometheus", "otlp")
+    if "otlp_logs" in features:
+        otlp["logs_exporter"] = "otlp"
+    if otlp and (problem := use_dropping_otlp_client()) is not None:
+        if features <= {"metrics", "logging", "otlp_metrics", "otlp_logs"}:
+            unavailable(problem)
+        otlp = {}
     try:
-        instrument(app, **switches)
+        instrument(app, **switches, **otlp)
     except Exception as exc:
         unavailable(f"opskit.instrument raised {type(exc).__name__}: {exc}")
 

@@ -97,6 +97,8 @@ def app_env(variant: Variant, redis_url: str, span_marker: Path, extra_routes: i
         # opskit traces only when an exporter is configured; bench.apps swaps it for the dropping one.
         "OTEL_TRACES_EXPORTER": "otlp" if "tracing" in variant.features else "none",
         "OTEL_SERVICE_NAME": "bench",
+        # OTLP metric pushes every second (the default is a minute): their cost shows within a run.
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         "PYTHONPATH": str(ROOT),
     }
 

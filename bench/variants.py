@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Family = Literal["bare", "opskit", "peer", "reference"]
-Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis"]
+Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis", "otlp"]
 
 OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
+# Exporters on top of a feature: OTLP metric pushes (metrics) and OTLP log records (logging).
+OTLP_FEATURES = ("otlp_metrics", "otlp_logs")
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,24 @@ VARIANTS: tuple[Variant, ...] = (
         set(),
     ),
     _v(
+        "opskit-otlp-metrics",
+        "opskit",
+        "opskit, Prometheus metrics and OTLP metric export every second",
+        {"metrics", "otlp_metrics"},
+        {"metrics", "otlp"},
+    ),
+    _v(
+        "opskit-otlp-logs",
+        "opskit",
+        "opskit, JSON access log, every line also as an OTLP log record",
+        {"logging", "otlp_logs"},
+        {"access_log", "otlp"},
+    ),
+    _v(
         "opskit-all",
         "opskit",
-        "opskit, every feature on",
-        set(OPSKIT_FEATURES),
+        "opskit, every feature on (OTLP metrics and logs too)",
+        {*OPSKIT_FEATURES, *OTLP_FEATURES},
         {"request_id", "access_log", "metrics", "spans", "redis"},
     ),
     _v(
