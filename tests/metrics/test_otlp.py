@@ -259,3 +259,18 @@ class TestFailures:
             collector.close()
         assert collector.attempts == 1
         assert _failures(registry) == {"http_4xx": 1.0}
+
+
+class TestPrometheusEndpoint:
+    def test_otlp_alone_serves_no_metrics_endpoint(self) -> None:
+        """OTEL_METRICS_EXPORTER=otlp: no /metrics on the app's port; with prometheus,otlp it stays."""
+        from opskit.metrics.component import MetricsComponent
+
+        registry = Registry(None)
+        try:
+            alone = MetricsComponent(Runtime(load_settings(metrics_exporter=("otlp",))), registry)
+            both = MetricsComponent(Runtime(load_settings(metrics_exporter=("prometheus", "otlp"))), registry)
+            assert alone.endpoints() == {}
+            assert list(both.endpoints()) == ["/metrics"]
+        finally:
+            registry.close()

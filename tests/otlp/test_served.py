@@ -57,7 +57,7 @@ def _until_both_workers(port: int, at_least: int = 10) -> tuple[int, set[int]]:
 
 def _points(receiver: OtlpReceiver, name: str) -> list[tuple[dict[str, Any], int, Any]]:
     """Every data point of metric ``name``: (resource, temporality, point), in the order received."""
-    out = []
+    out: list[tuple[dict[str, Any], int, Any]] = []
     for request in receiver.metrics():
         for rm in request.resource_metrics:
             resource = attributes(rm.resource.attributes)
