@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import logging
 import os
+import struct
 import threading
 import time
 import weakref
@@ -63,18 +64,76 @@ SEVERITY = {
     "fatal": 21,
 }
 _FIELDS = frozenset({"timestamp", "level", "event", "trace_id", "span_id"})
-_HEX = frozenset("0123456789abcdef")
+# Values unique to (almost) every line: caching their encodings would only churn the cache.
+UNCACHED_KEYS = frozenset({"request_id", "path", "duration_ms", "response_bytes", "exception"})
+CACHE_MAX = 4096
+_CACHED_TEXT = 256  # longer strings are encoded each time
+
+_double = struct.Struct("<d").pack
+_keys: dict[str, bytes] = {}
+_pairs: dict[tuple[str, type, Any], bytes] = {}
+_levels: dict[str, bytes] = {}
 
 
 def _hex_id(value: Any, length: int) -> bytes | None:
-    if not isinstance(value, str) or len(value) != length or not set(value) <= _HEX:
+    if type(value) is not str or len(value) != length:
         return None
-    raw = bytes.fromhex(value)
-    return raw if any(raw) else None
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return None
+    # fromhex skips spaces: a shorter result was not ``length`` hex digits. All zeros is no ID.
+    return raw if len(raw) * 2 == length and any(raw) else None
+
+
+def _remember(cache: dict[Any, bytes], key: Any, encoded: bytes) -> bytes:
+    if len(cache) >= CACHE_MAX:
+        cache.clear()  # bounded: cleared whole when full
+    cache[key] = encoded
+    return encoded
+
+
+def _attribute_uncached(key: str, value: Any) -> bytes:
+    """``LogRecord.attributes`` (field 6) holding one KeyValue."""
+    encoded_key = _keys.get(key)
+    if encoded_key is None:
+        encoded_key = _remember(_keys, key, field(1, key.encode("utf-8", "replace")))
+    kind = type(value)
+    if kind is str:
+        raw: bytes = value.encode("utf-8", "replace")
+        size = len(raw)
+        total = len(encoded_key) + size + 4
+        if total < 0x80:  # every length fits one byte: written at once
+            return bytes((0x32, total)) + encoded_key + bytes((0x12, size + 2, 0x0A, size)) + raw
+    elif kind is float and len(encoded_key) < 0x70:
+        return bytes((0x32, len(encoded_key) + 11)) + encoded_key + b"\x12\x09\x21" + _double(value)
+    return field(6, encoded_key + field(2, any_value(value)))
+
+
+def _level(level: str) -> bytes:
+    found = _levels.get(level)
+    if found is None:
+        severity = SEVERITY.get(level.lower(), 0)
+        encoded = (b"\x10" + varint(severity) if severity else b"") + field(3, level.upper().encode("utf-8", "replace"))
+        found = _remember(_levels, level, encoded)
+    return found
+
+
+def _body(event: Any) -> bytes:
+    if type(event) is not str or len(event) >= _CACHED_TEXT:
+        return field(5, any_value(event))
+    cache_key = ("\0body", str, event)
+    found = _pairs.get(cache_key)
+    if found is None:
+        found = _remember(_pairs, cache_key, field(5, any_value(event)))
+    return found
 
 
 def encode_record(time_ns: int, line: bytes) -> bytes:
-    """The fields of one ``LogRecord`` for a written line (a JSON object, or any other text)."""
+    """The fields of one ``LogRecord`` for a written line (a JSON object, or any other text).
+
+    Encodings of repeated pairs (level, logger, method, route, status...) are cached, bounded.
+    """
     try:
         parsed = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -84,24 +143,34 @@ def encode_record(time_ns: int, line: bytes) -> bytes:
     if not isinstance(parsed, dict):
         out.append(field(5, field(1, line.rstrip(b"\r\n"))))  # body: the line as text
         return b"".join(out)
-    level = parsed.get("level")
-    if isinstance(level, str):
-        severity = SEVERITY.get(level.lower(), 0)
-        if severity:
-            out.append(b"\x10" + varint(severity))
-        out.append(field(3, level.upper().encode("utf-8", "replace")))
-    event = parsed.get("event")
-    if event is not None:
-        out.append(field(5, any_value(event)))
-    attributes = {k: v for k, v in parsed.items() if k not in _FIELDS}
-    if attributes:
-        out.append(key_values(attributes, 6))
-    trace_id = _hex_id(parsed.get("trace_id"), 32)
-    span_id = _hex_id(parsed.get("span_id"), 16)
+    trace_id = span_id = None
+    append = out.append
+    pairs = _pairs
+    for key, value in parsed.items():
+        if key not in _FIELDS:
+            kind = type(value)
+            if key in UNCACHED_KEYS or not (kind is int or kind is bool or (kind is str and len(value) < _CACHED_TEXT)):
+                append(_attribute_uncached(key, value))
+                continue
+            # The type is part of the cache key: True == 1, but they encode differently.
+            found = pairs.get((key, kind, value))
+            if found is None:
+                found = _remember(pairs, (key, kind, value), _attribute_uncached(key, value))
+            append(found)
+        elif key == "level":
+            if isinstance(value, str):
+                out.append(_level(value))
+        elif key == "event":
+            if value is not None:
+                out.append(_body(value))
+        elif key == "trace_id":
+            trace_id = _hex_id(value, 32)
+        elif key == "span_id":
+            span_id = _hex_id(value, 16)
     if trace_id is not None:
-        out.append(field(9, trace_id))
+        out.append(b"\x4a\x10" + trace_id)
         if span_id is not None:
-            out.append(field(10, span_id))
+            out.append(b"\x52\x08" + span_id)
     return b"".join(out)
 
 
