@@ -111,11 +111,12 @@ class OtlpHttpClient:
         deadline = time.monotonic() + self.timeout
         backoff = 1.0
         attempt = 0
+        last: ExportResult | None = None
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ExportResult(False, "timeout", "deadline reached", attempt - 1)
+                return last or ExportResult(False, "timeout", "deadline reached", attempt - 1)
             status: int | None = None
             wait: float | None = None
             try:
@@ -130,6 +131,8 @@ class OtlpHttpClient:
                 )
             except Exception as error:  # any transport failure is one export's failure, never the caller's
                 result = ExportResult(False, failure_reason(None, error), type(error).__name__, attempt)
+                if last is not None and result.reason == "timeout":
+                    return last  # the deadline cut a retry short: the failure is what was answered before
                 retry = result.reason in ("connection", "timeout")
             else:
                 status = response.status
@@ -140,6 +143,7 @@ class OtlpHttpClient:
                 wait = _retry_after(response.headers.get("Retry-After"))
             if not retry:
                 return result
+            last = result
             delay = wait if wait is not None else backoff * (0.5 + random.random() / 2)
             backoff = min(backoff * 2, _MAX_BACKOFF)
             if delay >= deadline - time.monotonic() or (stop.wait(delay) if stop is not None else _sleep(delay)):

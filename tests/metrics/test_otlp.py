@@ -238,16 +238,16 @@ class TestFailures:
         assert len([r for r in caplog.records if "OTLP export failed (connection" in r.getMessage()]) == 1
 
     def test_retryable_status_is_retried_within_the_timeout(self, registry: Registry) -> None:
-        """503 with Retry-After: retried until the timeout, then counted once as http_5xx."""
-        collector = _Status(503, {"Retry-After": "0"})
+        """503 with Retry-After: retried after the time asked until the timeout, then counted once as http_5xx."""
+        collector = _Status(503, {"Retry-After": "1"})
         try:
             settings = load_settings(
-                metrics_exporter=("otlp",), otlp_endpoint=collector.endpoint, otlp_metrics_timeout_ms=1000
+                metrics_exporter=("otlp",), otlp_endpoint=collector.endpoint, otlp_metrics_timeout_ms=1500
             )
             OtlpMetrics(registry, settings).export()
         finally:
             collector.close()
-        assert collector.attempts > 1
+        assert collector.attempts == 2  # the second second would end past the timeout: no third
         assert _failures(registry) == {"http_5xx": 1.0}
 
     def test_a_refused_export_is_not_retried(self, registry: Registry) -> None:
