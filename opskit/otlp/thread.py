@@ -74,8 +74,8 @@ class ExportThread:
     def stop(self, timeout: float = 10.0) -> None:
         """Run a last export and stop the thread; waits at most ``timeout`` seconds for it.
 
-        Blocks: call it off the event loop. When the thread never started, the last export runs
-        here. A second call does nothing.
+        Blocks: call it off the event loop. A thread that never started exports nothing (nothing
+        was served). A second call does nothing.
         """
         with self._lock:
             if self.stopping.is_set():
@@ -83,11 +83,8 @@ class ExportThread:
             thread, was_running = self._thread, self.running
             self.stopping.set()
             self._wake.set()
-        if thread is not None and was_running:
-            if thread is not threading.current_thread():
-                thread.join(timeout)
-        else:
-            self._once()
+        if thread is not None and was_running and thread is not threading.current_thread():
+            thread.join(timeout)
 
     def _after_fork(self) -> None:
         self._reset()
