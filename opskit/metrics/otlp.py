@@ -9,9 +9,10 @@ with the store's real bounds, and POSTs one ``ExportMetricsServiceRequest``.
 Temporality follows ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` per instrument as the
 specification defines it: ``cumulative`` for all; ``delta`` and ``lowmemory`` make synchronous
 counters and histograms deltas (opskit has no asynchronous counters, so the two agree) and keep
-gauges as last values. A delta export leaves out the series that did not change. Exemplars are
-the trace IDs the store recorded per counter and per bucket, each sent once, with the export
-after it was recorded.
+gauges as last values. A delta export leaves out the series that did not change; one the
+collector did not accept is not lost: the next covers its interval too. Exemplars are the trace
+IDs the store recorded per counter and per bucket, each sent once, with the export after it was
+recorded.
 
 Encoding uses opentelemetry-proto's generated classes: it runs once per interval, on the export
 thread, so the hand-written fast path of the span encoder would buy nothing here.
@@ -134,6 +135,7 @@ class OtlpMetrics:
         self._previous: dict[bytes, list[float]] = {}  # delta: the values sent last, by series
         self._last_ns = 0  # the end of the interval sent last
         self._exemplars_after = 0.0  # unix time: exemplars up to it were sent
+        self._pending: tuple[dict[bytes, list[float]], int] | None = None  # the baseline once accepted
 
     def _resource_of_process(self) -> Resource:
         pid = os.getpid()
@@ -153,8 +155,13 @@ class OtlpMetrics:
             return []
         return [Exemplar(time_unix_nano=int(stored[2] * 1e9), as_double=stored[1], trace_id=trace_id)]
 
-    def collect(self, now_ns: int | None = None) -> ExportMetricsServiceRequest:
-        """This worker's metrics as one request (and, with delta temporality, the new baseline)."""
+    def collect(self, now_ns: int | None = None, *, commit: bool = True) -> ExportMetricsServiceRequest:
+        """This worker's metrics as one request.
+
+        With ``commit`` the next request starts where this one ends (delta values, exemplars);
+        without, only :meth:`commit` does that: a delta export that failed is sent again, grown,
+        with the next one instead of being lost.
+        """
         now_ns = now_ns if now_ns is not None else time.time_ns()
         merged = merge_buffers([self.registry.store.snapshot()])
         by_name: dict[str, list[tuple[bytes, tuple[str, ...], Any]]] = {}
@@ -164,6 +171,7 @@ class OtlpMetrics:
         start_ns = self._last_ns if self.delta and self._last_ns else _process_start_ns
         temporality = DELTA if self.delta else CUMULATIVE
         metrics: list[Metric] = []
+        baseline: dict[bytes, list[float]] = {}
         for definition in self.registry.metrics():
             n_values = definition._shape()[0]
             series = [s for s in by_name.get(definition.name, []) if len(s[1]) == len(definition.labelnames)]
@@ -184,7 +192,7 @@ class OtlpMetrics:
                 shown = values
                 if self.delta:
                     before = self._previous.get(key)
-                    self._previous[key] = list(values)
+                    baseline[key] = list(values)
                     if before is not None:
                         shown = [a - b for a, b in zip(values, before, strict=True)]
                     if not any(shown):
@@ -228,24 +236,36 @@ class OtlpMetrics:
         scope_metrics = resource_metrics.scope_metrics.add()
         scope_metrics.scope.CopyFrom(InstrumentationScope(name=SCOPE, version=VERSION))
         scope_metrics.metrics.extend(metrics)
+        self._pending = (baseline, now_ns)
+        if commit:
+            self.commit()
+        return request
+
+    def commit(self) -> None:
+        """The last collected request was accepted: the next one starts where it ended."""
+        if self._pending is None:
+            return
+        baseline, now_ns = self._pending
+        self._previous.update(baseline)
         self._last_ns = now_ns
         self._exemplars_after = now_ns / 1e9  # exemplars recorded from now on go with the next export
-        return request
+        self._pending = None
 
     def export(self, stop: threading.Event | None = None) -> None:
         """Collect and send (``stop`` ends retries early); a failure is counted, logged at a bounded
         rate, and never raised."""
-        body = self.collect().SerializeToString()
+        body = self.collect(commit=False).SerializeToString()
         result = self.client.export(body, stop)
         if result.ok:
+            self.commit()
             self._exports.labels().inc()
             return
         reason = result.reason or "other"
         self._failures.labels(reason).inc()
-        lost = "this interval's deltas are lost" if self.delta else "the next export sends the totals again"
         detail = f": {result.detail}" if result.detail else ""
         self._log.warning(
-            f"export:{reason}", f"metrics: OTLP export failed ({reason}{detail}); the app goes on, {lost}"
+            f"export:{reason}",
+            f"metrics: OTLP export failed ({reason}{detail}); the app goes on, the next export sends these values too",
         )
 
 

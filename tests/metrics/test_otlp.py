@@ -13,6 +13,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, M
 
 from opskit.metrics.otlp import OtlpMetrics, create_component
 from opskit.metrics.registry import Registry
+from opskit.otlp import OtlpHttpClient
 from opskit.runtime import Runtime
 from opskit.settings import ConfigError, Settings, load_settings
 from tests.servers import free_port
@@ -236,6 +237,20 @@ class TestFailures:
             exporter.export()
         assert _failures(registry) == {"connection": 2.0}
         assert len([r for r in caplog.records if "OTLP export failed (connection" in r.getMessage()]) == 1
+
+    def test_a_failed_delta_export_is_covered_by_the_next(self, registry: Registry, receiver: OtlpReceiver) -> None:
+        """Collector down for one delta export: the next one (collector back) carries both intervals' counts."""
+        requests, _, _ = _define(registry)
+        exporter = OtlpMetrics(registry, _settings(otlp_metrics_temporality="delta", otlp_metrics_timeout_ms=300))
+        requests.labels("/a").inc(2)
+        exporter.export()  # nothing listens
+        requests.labels("/a").inc(3)
+        exporter.client = OtlpHttpClient(f"{receiver.endpoint}/v1/metrics")
+        exporter.export()
+        [request] = receiver.metrics()
+        [point] = _metrics(request)["app_requests_total"].sum.data_points
+        assert point.as_double == 5.0
+        assert _failures(registry) == {"connection": 1.0}
 
     def test_retryable_status_is_retried_within_the_timeout(self, registry: Registry) -> None:
         """503 with Retry-After: retried after the time asked until the timeout, then counted once as http_5xx."""
