@@ -90,8 +90,13 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     switches: dict[str, object] = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
     for feature in features:
         switches.update(OPSKIT_EXTRAS.get(feature, {}))
+    otlp: dict[str, Any] = {}
+    if "otlp_metrics" in features:
+        otlp["metrics_exporter"] = ("prometheus", "otlp")
+    if "otlp_logs" in features:
+        otlp["logs_exporter"] = "otlp"
     try:
-        instrument(app, **switches)
+        instrument(app, **switches, **otlp)
     except Exception as exc:
         unavailable(f"opskit.instrument raised {type(exc).__name__}: {exc}")
 

@@ -190,6 +190,8 @@ def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, r
         missing.append("access log (no line about /items/1 on stdout)")
     if "spans" in variant.evidence and not server.span_marker.exists():
         missing.append("tracing (no span reached the exporter)")
+    if "otlp" in variant.evidence and not server.span_marker.with_name(server.span_marker.name + ".otlp").exists():
+        missing.append("OTLP export (no metrics or logs reached the OTLP receiver)")
     if "redis" in variant.evidence and (redis_calls(redis) - redis_before).scripts < PROBE_REQUESTS:
         missing.append("rate limiter (fewer Redis script calls than requests)")
     return missing

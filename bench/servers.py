@@ -96,10 +96,12 @@ def app_env(
         # A saturated event loop answers late: the default 50 ms would fail some decisions open.
         "OPSKIT_REDIS_TIMEOUT": LIMITER_TIMEOUT,
         "OTEL_TRACES_SAMPLER": "always_on",
-        "OTEL_TRACES_EXPORTER": "otlp" if otlp_endpoint else "none",
+        "OTEL_TRACES_EXPORTER": "otlp" if otlp_endpoint and "spans" in variant.evidence else "none",
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_SERVICE_NAME": "bench",
+        # OTLP metric pushes every second (the default is a minute): their cost shows within a run.
+        "OTEL_METRIC_EXPORT_INTERVAL": "1000",
         "PYTHONPATH": str(ROOT),
     }
 
@@ -187,7 +189,8 @@ def app_server(
     with contextlib.ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{variant.name}-")))
         marker = workdir / "spans-exported"
-        endpoint = stack.enter_context(otlp_receiver(marker)) if "spans" in variant.evidence else ""
+        exports = variant.evidence & {"spans", "otlp"}
+        endpoint = stack.enter_context(otlp_receiver(marker)) if exports else ""
         full_env = {**app_env(variant, redis_url, marker, extra_routes, endpoint), **(env or {})}
         if workers:
             multiproc = workdir / "prometheus"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Family = Literal["bare", "opskit", "peer", "reference"]
-Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis"]
+Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis", "otlp"]
 
 OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
 #: Settings a variant's extra features turn on (they cost something when set, so "opskit-all" leaves them unset).
@@ -18,6 +18,9 @@ OPSKIT_EXTRAS: dict[str, dict[str, object]] = {
     "labels": {"metrics_labels": ("tenant", "plan")},
     "sampling": {"access_log_sample": 0.1},
 }
+
+# Exporters on top of a feature: OTLP metric pushes (metrics) and OTLP log records (logging).
+OTLP_FEATURES = ("otlp_metrics", "otlp_logs")
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,24 @@ VARIANTS: tuple[Variant, ...] = (
         {"request_id", "metrics", "spans"},
     ),
     _v(
+        "opskit-otlp-metrics",
+        "opskit",
+        "opskit, Prometheus metrics and OTLP metric export every second",
+        {"metrics", "otlp_metrics"},
+        {"metrics", "otlp"},
+    ),
+    _v(
+        "opskit-otlp-logs",
+        "opskit",
+        "opskit, JSON access log, every line also as an OTLP log record",
+        {"logging", "otlp_logs"},
+        {"access_log", "otlp"},
+    ),
+    _v(
         "opskit-all",
         "opskit",
-        "opskit, every feature on",
-        set(OPSKIT_FEATURES),
+        "opskit, every feature on (OTLP metrics and logs too)",
+        {*OPSKIT_FEATURES, *OTLP_FEATURES},
         {"request_id", "access_log", "metrics", "spans", "redis"},
     ),
     _v(

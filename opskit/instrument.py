@@ -28,7 +28,9 @@ def _factories() -> list[Factory]:
     """
     from . import health, loop, request_ids
     from .logging import access
+    from .logging import otlp as otlp_logs
     from .metrics import component as metrics
+    from .metrics import otlp as otlp_metrics
     from .ratelimit import component as ratelimit
     from .tracing import component as tracing
 
@@ -37,9 +39,11 @@ def _factories() -> list[Factory]:
         health.create_component,
         tracing.create_component,
         metrics.create_component,
+        otlp_metrics.create_component,
         ratelimit.create_component,
         loop.create_component,
         access.create_component,
+        otlp_logs.create_component,
     ]
 
 

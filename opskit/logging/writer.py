@@ -30,6 +30,9 @@ class LineWriter:
     written on a running event loop are gathered and written together once per loop iteration:
     one system call for every line of a busy iteration instead of one per line. Urgent lines
     (warnings, errors, anything from another thread) are written at once, after what is waiting.
+
+    :attr:`tap`, when set, receives every line first (the OTLP log exporter queues it);
+    :attr:`stdout` off writes nothing to the stream.
     """
 
     #: Gathered bytes past which the lines are written without waiting for the iteration's end.
@@ -41,6 +44,8 @@ class LineWriter:
         self._flush: Callable[[], object] = sys.stdout.buffer.flush
         self._fd: int | None = None
         self.coalesce = False
+        self.tap: Callable[[bytes], object] | None = None
+        self.stdout = True
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._scheduled = False
@@ -68,11 +73,22 @@ class LineWriter:
 
     def urgent(self, line: bytes | str) -> None:
         """Write ``line`` now, after any lines still gathered."""
+        data = _as_line(line)
+        tap = self.tap
+        if tap is not None:
+            tap(data)
+            if not self.stdout:
+                return
         with self._lock:
-            self._emit(_as_line(line))
+            self._emit(data)
 
     def raw(self, data: bytes) -> None:
         """Write ``data``, which already ends with a newline: gathered for this loop iteration or now."""
+        tap = self.tap
+        if tap is not None:
+            tap(data)
+            if not self.stdout:
+                return
         with self._lock:
             loop = None
             if self.coalesce and self._fd is not None:

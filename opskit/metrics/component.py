@@ -133,7 +133,7 @@ class MetricsComponent(Component):
         client = ClientMetrics(registry.directory, settings.prometheus_multiproc_dir)
         self.scrape = Scrape(registry, before=self.update_in_progress, client=client)
         self.server: MetricsServer | None = None
-        if settings.metrics_port is not None:
+        if settings.metrics_port is not None and settings.metrics_prometheus:
             self.server = MetricsServer(
                 self.scrape,
                 host=settings.metrics_host,
@@ -143,8 +143,8 @@ class MetricsComponent(Component):
             )
 
     def endpoints(self) -> dict[str, ASGIApp]:
-        if not self.settings.metrics_on_app_port:
-            return {}
+        if not (self.settings.metrics_on_app_port and self.settings.metrics_prometheus):
+            return {}  # OTEL_METRICS_EXPORTER=otlp alone: no Prometheus endpoint
         return {self.settings.metrics_path: MetricsEndpoint(self.scrape)}
 
     def request_started(self, ex: Exchange) -> None:

@@ -17,6 +17,7 @@ from ._base import ENV_PREFIX, ConfigError
 from .core import CoreSettings
 from .loop import LoopSettings
 from .metrics import MetricsSettings
+from .otlp import OtlpSettings
 from .ratelimit import RateLimitSettings
 from .serving import ServingSettings
 from .signals import SignalSettings
@@ -26,7 +27,14 @@ __all__ = ["ConfigError", "Settings", "env_name", "env_vars", "load_settings"]
 
 
 class Settings(
-    SignalSettings, LoopSettings, ServingSettings, RateLimitSettings, TracingSettings, MetricsSettings, CoreSettings
+    SignalSettings,
+    OtlpSettings,
+    LoopSettings,
+    ServingSettings,
+    RateLimitSettings,
+    TracingSettings,
+    MetricsSettings,
+    CoreSettings,
 ):
     """Every opskit setting. Build it with :func:`load_settings` to get readable errors."""
 

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .. import metrics as _metrics
 from ..metrics.registry import Counter, CounterChild, Registry
+from ..otlp.transport import FAILURE_REASONS, failure_reason
 from ..throttle import ThrottledLog
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ __all__ = [
 
 log = logging.getLogger("opskit.tracing")
 
-FAILURE_REASONS = ("timeout", "connection", "http_4xx", "http_5xx", "http_other", "other")
 DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 LOG_INTERVAL = 60.0
 # The SDK's OTLP/HTTP exporter logs every failed or retried batch; opskit logs them, throttled, instead.
@@ -102,25 +102,6 @@ def default_metrics() -> TraceMetrics:
     if _default is None:
         _default = TraceMetrics()
     return _default
-
-
-def _named(error: BaseException, *names: str) -> bool:
-    # By class name: the transport may be requests, urllib3 or grpc, none of which opskit imports.
-    return any(kind.__name__ in names for kind in type(error).__mro__)
-
-
-def failure_reason(status_code: int | None, error: BaseException | None) -> str:
-    """The bounded reason of a failed export: the HTTP status class, else timeout or connection, else other."""
-    if status_code is not None:
-        klass = status_code // 100
-        return f"http_{klass}xx" if klass in (4, 5) else "http_other"
-    if error is None:
-        return "other"
-    if isinstance(error, TimeoutError) or _named(error, "Timeout", "TimeoutError", "ReadTimeoutError"):
-        return "timeout"
-    if isinstance(error, ConnectionError) or _named(error, "ConnectionError", "NewConnectionError", "ProtocolError"):
-        return "connection"
-    return "other"
 
 
 class CountingExporter(SpanExporter):

@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.sampling import (
     TraceIdRatioBased,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.sdk.version import __version__ as sdk_version
 
+from opskit.otlp.resource import resource_attributes
 from opskit.settings import ConfigError
 from opskit.settings.tracing import parse_key_values
 from opskit.version import VERSION
@@ -65,30 +65,9 @@ def check_settings(settings: Settings) -> None:
 
 
 def build_resource(settings: Settings) -> Resource:
-    """service.*, deployment.environment and k8s.* from settings over ``OTEL_RESOURCE_ATTRIBUTES``."""
-    attributes: dict[str, str | int] = {
-        "telemetry.sdk.language": "python",
-        "telemetry.sdk.name": "opentelemetry",
-        "telemetry.sdk.version": sdk_version,
-    }
-    attributes.update(parse_key_values(settings.resource_attributes))
-    # OTEL_SERVICE_NAME wins over service.name in OTEL_RESOURCE_ATTRIBUTES; the default name does not.
-    if settings.service_name != "unknown_service" or "service.name" not in attributes:
-        attributes["service.name"] = settings.service_name
-    if settings.service_version:
-        attributes["service.version"] = settings.service_version
-    if settings.environment:
-        # The older name is what most backends still group by; the newer one is the stable convention.
-        attributes["deployment.environment"] = settings.environment
-        attributes["deployment.environment.name"] = settings.environment
-    for key, value in (
-        ("k8s.pod.name", settings.k8s_pod_name),
-        ("k8s.namespace.name", settings.k8s_namespace_name),
-        ("k8s.node.name", settings.k8s_node_name),
-    ):
-        if value:
-            attributes[key] = value
-    return Resource(attributes)
+    """service.*, deployment.environment, k8s.* and the worker's instance from settings over
+    ``OTEL_RESOURCE_ATTRIBUTES``: the resource the metrics and logs of the process carry too."""
+    return Resource(resource_attributes(settings))
 
 
 def build_sampler(settings: Settings) -> Sampler:

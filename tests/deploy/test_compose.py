@@ -133,3 +133,61 @@ class TestGrafanaProvisioning:
         app_endpoint = _compose()["services"]["app"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
         assert endpoint.rsplit(":", 1)[1] == app_endpoint.rsplit(":", 1)[1]
         assert tempo["server"]["http_listen_port"] == 3200
+
+
+OVERLAY = DEPLOY / "compose.collector.yaml"
+COLLECTOR = DEPLOY / "otel-collector" / "config.yaml"
+
+
+def _overlay() -> dict[str, Any]:
+    return dict(yaml.safe_load(OVERLAY.read_text()))
+
+
+class TestCollectorPath:
+    """deploy/compose.collector.yaml: the app pushes all three signals to an OpenTelemetry Collector."""
+
+    def test_app_sends_every_signal_to_the_collector(self) -> None:
+        """The app's OTLP endpoint is the collector's HTTP receiver; metrics and logs go over OTLP."""
+        env = _overlay()["services"]["app"]["environment"]
+        collector = yaml.safe_load(COLLECTOR.read_text())
+        receiver = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://otel-collector:{receiver.rsplit(':', 1)[1]}"
+        assert (env["OTEL_METRICS_EXPORTER"], env["OTEL_LOGS_EXPORTER"]) == ("otlp", "otlp")
+        assert "otel-collector" in _overlay()["services"]
+        assert _overlay()["services"]["otel-collector"]["image"].rsplit(":", 1)[1] != "latest"
+
+    def test_collector_pipelines_receive_all_three_signals(self) -> None:
+        """metrics, traces and logs pipelines, each from the OTLP receiver, naming only defined components."""
+        collector = yaml.safe_load(COLLECTOR.read_text())
+        pipelines = collector["service"]["pipelines"]
+        assert set(pipelines) == {"metrics", "traces", "logs"}
+        for name, pipeline in pipelines.items():
+            assert pipeline["receivers"] == ["otlp"], name
+            assert set(pipeline.get("processors", [])) <= set(collector["processors"]), name
+            assert pipeline["exporters"] and set(pipeline["exporters"]) <= set(collector["exporters"]), name
+
+    def test_metrics_reach_prometheus_and_spans_tempo(self) -> None:
+        """Remote write into a Prometheus that accepts it; spans to Tempo's OTLP HTTP receiver."""
+        collector = yaml.safe_load(COLLECTOR.read_text())
+        [metrics_exporter] = collector["service"]["pipelines"]["metrics"]["exporters"]
+        assert collector["exporters"][metrics_exporter]["endpoint"] == "http://prometheus:9090/api/v1/write"
+        assert "--web.enable-remote-write-receiver" in _overlay()["services"]["prometheus"]["command"]
+        [traces_exporter] = collector["service"]["pipelines"]["traces"]["exporters"]
+        tempo = yaml.safe_load((DEPLOY / "tempo/tempo.yaml").read_text())
+        port = tempo["distributor"]["receivers"]["otlp"]["protocols"]["http"]["endpoint"].rsplit(":", 1)[1]
+        assert collector["exporters"][traces_exporter]["endpoint"] == f"http://tempo:{port}"
+
+    def test_mounts_exist_and_prometheus_config_is_valid(self, tmp_path: Path) -> None:
+        """Every file the overlay mounts exists; its Prometheus config passes `promtool check config`."""
+        for service in _overlay()["services"].values():
+            for volume in service.get("volumes", []):
+                assert (DEPLOY / volume.split(":")[0]).exists(), volume
+        config = yaml.safe_load((DEPLOY / "otel-collector/prometheus.yml").read_text())
+        config["rule_files"] = [str(_host_path("prometheus", p)) for p in config["rule_files"]]
+        local = tmp_path / "prometheus.yml"
+        local.write_text(yaml.safe_dump(config))
+        result = subprocess.run(
+            [which("promtool"), "check", "config", str(local)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "SUCCESS: 2 rule files found" in result.stdout + result.stderr

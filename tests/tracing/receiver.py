@@ -1,4 +1,8 @@
-"""A real OTLP/HTTP trace receiver for the tests: decodes each export with opentelemetry-proto."""
+"""A real OTLP/HTTP receiver for the tests: decodes each export with opentelemetry-proto.
+
+POSTs to a path ending in ``/v1/metrics`` or ``/v1/logs`` are metric or log exports; any other
+path is a trace export.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -70,6 +82,8 @@ class OtlpReceiver:
         self.gets: list[dict[str, str]] = []  # lower-cased headers of each GET (outgoing calls of the app)
         self.attempts = 0
         self._spans: list[ReceivedSpan] = []
+        self.metric_exports: list[ExportMetricsServiceRequest] = []  # every metric export, decoded
+        self.log_exports: list[ExportLogsServiceRequest] = []  # every log export, decoded
         self._lock = threading.Lock()
         self._closing = threading.Event()
         receiver = self
@@ -89,10 +103,7 @@ class OtlpReceiver:
                     return
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver._add(self.path, dict(self.headers.items()), request)
-                reply = ExportTraceServiceResponse().SerializeToString()
+                reply = receiver._receive(self.path, dict(self.headers.items()), body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(reply)))
@@ -118,6 +129,26 @@ class OtlpReceiver:
     def endpoint(self) -> str:
         """The base URL for OTEL_EXPORTER_OTLP_ENDPOINT."""
         return f"http://127.0.0.1:{self.port}"
+
+    def _receive(self, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        if path.endswith("/v1/metrics"):
+            metrics = ExportMetricsServiceRequest()
+            metrics.ParseFromString(body)
+            with self._lock:
+                self.metric_exports.append(metrics)
+                self.requests.append({"path": path, **headers})
+            return bytes(ExportMetricsServiceResponse().SerializeToString())
+        if path.endswith("/v1/logs"):
+            logs = ExportLogsServiceRequest()
+            logs.ParseFromString(body)
+            with self._lock:
+                self.log_exports.append(logs)
+                self.requests.append({"path": path, **headers})
+            return bytes(ExportLogsServiceResponse().SerializeToString())
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        self._add(path, headers, request)
+        return bytes(ExportTraceServiceResponse().SerializeToString())
 
     def _add(self, path: str, headers: dict[str, str], request: ExportTraceServiceRequest) -> None:
         received: list[ReceivedSpan] = []
@@ -160,6 +191,14 @@ class OtlpReceiver:
                 raise TimeoutError(f"expected {count} spans, received {len(self.spans())}")
             time.sleep(0.02)
         return self.spans()
+
+    def metrics(self) -> list[ExportMetricsServiceRequest]:
+        with self._lock:
+            return list(self.metric_exports)
+
+    def logs(self) -> list[ExportLogsServiceRequest]:
+        with self._lock:
+            return list(self.log_exports)
 
     def close(self) -> None:
         self._closing.set()
