@@ -19,6 +19,10 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from ..otlp.wire import field as _field
+from ..otlp.wire import fixed32 as _fixed32
+from ..otlp.wire import fixed64 as _fixed64
+from ..otlp.wire import varint as _varint
 from .export_metrics import failure_reason
 
 if TYPE_CHECKING:
@@ -34,30 +38,7 @@ log = logging.getLogger("opskit.tracing")
 CACHE_MAX = 4096
 _SPAN_FLAGS_HAS_IS_REMOTE = 0x100
 _SPAN_FLAGS_IS_REMOTE = 0x200
-_fixed64 = struct.Struct("<Q").pack
 _double = struct.Struct("<d").pack
-_fixed32 = struct.Struct("<I").pack
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # int64: two's complement, ten bytes
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    size = len(payload)
-    if size < 0x80 and number < 16:  # one-byte tag and length: the common case
-        return bytes((number << 3 | 2, size)) + payload
-    return _varint(number << 3 | 2) + _varint(size) + payload
 
 
 def _any_value(value: Any) -> bytes:
