@@ -291,6 +291,8 @@ class OpskitMiddleware:
                     message = {**message, "headers": [*message.get("headers", ()), *extra]}
             elif kind == "websocket.close" and not ex.status:
                 ex.status = 403
+            elif kind == "websocket.http.response.start":
+                ex.status = message["status"]  # a denial response (e.g. a rate limit's 429)
             await send(message)
 
         try:
