@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, NoReturn
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -50,11 +50,24 @@ def dropping_tracer_provider() -> TracerProvider:
     return provider
 
 
-def base_app(extra_routes: int = 0) -> FastAPI:
-    """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body."""
-    app = FastAPI()
+async def per_key_rate(request: Request) -> str:
+    """The rate function of the dynamic-limit variant (a plan lookup would go here)."""
+    return NEVER_REJECTING_LIMIT
 
-    @app.get("/items/{item_id}")
+
+def base_app(extra_routes: int = 0, *, dynamic_limit: bool = False) -> FastAPI:
+    """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body.
+
+    ``dynamic_limit`` limits that route with a ``RateLimit`` whose rate a function gives per key.
+    """
+    app = FastAPI()
+    dependencies: list[Any] = []
+    if dynamic_limit:
+        from opskit.ratelimit import RateLimit
+
+        dependencies.append(Depends(RateLimit(per_key_rate, name="dynamic")))
+
+    @app.get("/items/{item_id}", dependencies=dependencies)
     async def read_item(item_id: int) -> dict[str, Any]:
         return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
 
@@ -104,7 +117,9 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     instrument = getattr(opskit, "instrument", None)
     if instrument is None:
         unavailable("opskit.instrument does not exist")
-    switches = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    switches: dict[str, Any] = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    if "ratelimit_dynamic" in features:
+        switches["rate_limit"] = ""  # only the route's dynamic limit decides
     if "tracing" in features and (problem := use_dropping_exporter_in_opskit()) is not None:
         if features == {"tracing"}:
             unavailable(problem)
@@ -237,7 +252,7 @@ def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
 
 def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI:
     """The app of ``variant``."""
-    app = base_app(extra_routes)
+    app = base_app(extra_routes, dynamic_limit="ratelimit_dynamic" in variant.features)
     if variant.family == "opskit":
         instrument_opskit(app, variant.features)
     elif variant.family == "peer":
