@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -41,25 +41,36 @@ def otlp_tracer_provider() -> TracerProvider:
     return provider
 
 
-def base_app(extra_routes: int = 0, *, annotate: bool = False, **options: Any) -> FastAPI:
+async def per_key_rate(request: Request) -> str:
+    """The rate function of the dynamic-limit variant (a plan lookup would go here)."""
+    return NEVER_REJECTING_LIMIT
+
+
+def base_app(extra_routes: int = 0, *, annotate: bool = False, dynamic_limit: bool = False, **options: Any) -> FastAPI:
     """The app every variant starts from: ``GET /items/{item_id}``, async, a small JSON body
     (``options`` go to ``FastAPI(...)``).
 
-    With ``annotate`` the endpoint also calls ``opskit.annotate()`` with two fields.
+    With ``annotate`` the endpoint also calls ``opskit.annotate()`` with two fields;
+    ``dynamic_limit`` limits that route with a ``RateLimit`` whose rate a function gives per key.
     """
     app = FastAPI(**options)
+    dependencies: list[Any] = []
+    if dynamic_limit:
+        from opskit.ratelimit import RateLimit
+
+        dependencies.append(Depends(RateLimit(per_key_rate, name="dynamic")))
 
     if annotate:
         import opskit
 
-        @app.get("/items/{item_id}")
+        @app.get("/items/{item_id}", dependencies=dependencies)
         async def read_annotated_item(item_id: int) -> dict[str, Any]:
             opskit.annotate(tenant="acme", plan="pro")
             return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
 
     else:
 
-        @app.get("/items/{item_id}")
+        @app.get("/items/{item_id}", dependencies=dependencies)
         async def read_item(item_id: int) -> dict[str, Any]:
             return {"item_id": item_id, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
 
@@ -87,9 +98,11 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     instrument = getattr(opskit, "instrument", None)
     if instrument is None:
         unavailable("opskit.instrument does not exist")
-    switches: dict[str, object] = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    switches: dict[str, Any] = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
     for feature in features:
         switches.update(OPSKIT_EXTRAS.get(feature, {}))
+    if "ratelimit_dynamic" in features:
+        switches["rate_limit"] = ""  # only the route's dynamic limit decides
     otlp: dict[str, Any] = {}
     if "otlp_metrics" in features:
         otlp["metrics_exporter"] = ("prometheus", "otlp")
@@ -242,7 +255,6 @@ class StructlogAccessLog:
 def fastapi_limiter_options(redis_url: str) -> dict[str, Any]:
     """fastapi-limiter as its README shows: ``FastAPILimiter.init`` at startup, a ``RateLimiter``
     dependency (here the app's, so on every route); the ``FastAPI(...)`` arguments that install it."""
-    from fastapi import Depends
     from fastapi_limiter import FastAPILimiter
     from fastapi_limiter.depends import RateLimiter
     from redis import asyncio as redis_asyncio
@@ -289,7 +301,12 @@ def add_peers(app: FastAPI, peers: frozenset[str], redis_url: str) -> None:
 def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI:
     """The app of ``variant``."""
     options = fastapi_limiter_options(redis_url) if "fastapi_limiter" in variant.features else {}
-    app = base_app(extra_routes, annotate="annotate" in variant.features, **options)
+    app = base_app(
+        extra_routes,
+        annotate="annotate" in variant.features,
+        dynamic_limit="ratelimit_dynamic" in variant.features,
+        **options,
+    )
     if variant.family == "opskit":
         instrument_opskit(app, variant.features)
     elif variant.family == "peer":

@@ -21,11 +21,11 @@ SCRAPE_ROUTES = 50
 SCRAPES = 30
 
 # A token bucket as one Lua script on the server's clock: the yardstick when opskit ships no script.
-# Same arguments as opskit's script: ARGV = cost, microseconds per token, burst.
+# Same arguments as opskit's script: ARGV = cost, force (unused here), microseconds per token, burst.
 REFERENCE_TOKEN_BUCKET = """
 local cost = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
+local interval = tonumber(ARGV[3])
+local burst = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
@@ -42,7 +42,7 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst * interval / 1000) + 1000)
 return allowed
 """
 # One token per microsecond, a huge burst: never rejects at any rate Redis can serve.
-SCRIPT_ARGS = ("1", "1", "1000000000")
+SCRIPT_ARGS = ("1", "0", "1", "1000000000")
 
 
 @dataclass

@@ -61,7 +61,7 @@ def redis_benchmark(port: int, pipeline: int, requests: int) -> float:
     """requests/s of EVALSHA of the limiter's script, as redis-benchmark measures it."""
     subprocess.run(["redis-cli", "-p", str(port), "SCRIPT", "LOAD", SCRIPT], check=True, capture_output=True)
     argv = ["redis-benchmark", "-p", str(port), "-c", "50", "-n", str(requests), "-P", str(pipeline), "-r", "100000"]
-    argv += ["-q", "EVALSHA", SCRIPT_SHA, "1", "bench:{__rand_int__}", "1", "1.000", "1000000"]
+    argv += ["-q", "EVALSHA", SCRIPT_SHA, "1", "bench:{__rand_int__}", "1", "0", "1.000", "1000000"]
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     match = re.findall(r"([\d.]+) requests per second", out)
     return float(match[-1]) if match else float("nan")

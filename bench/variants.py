@@ -50,6 +50,13 @@ VARIANTS: tuple[Variant, ...] = (
     _v("opskit-tracing", "opskit", "opskit, tracing only (100 % sampled)", {"tracing"}, {"spans"}),
     _v("opskit-ratelimit", "opskit", "opskit, Redis token bucket only", {"ratelimit"}, {"redis"}),
     _v(
+        "opskit-ratelimit-dynamic",
+        "opskit",
+        "opskit, Redis token bucket as a route limit whose rate an async function gives per key",
+        {"ratelimit", "ratelimit_dynamic"},
+        {"redis"},
+    ),
+    _v(
         "opskit-runtime",
         "opskit",
         "opskit, runtime health only (loop lag, blocked-loop watchdog, thread pool, background tasks)",

@@ -309,6 +309,8 @@ class OpskitMiddleware:
                     self._run(self._ws_accepted, "websocket_accepted", ex)
             elif kind == "websocket.close" and not ex.status:
                 ex.status = 403
+            elif kind == "websocket.http.response.start":
+                ex.status = message["status"]  # a denial response (e.g. a rate limit's 429)
             await send(message)
 
         async def receive_wrapper() -> Message:

@@ -1,11 +1,13 @@
 """Rate limiting: token buckets in Redis (exact across pods) or in memory (per process).
 
 Configure the global limit with ``OPSKIT_RATE_LIMIT``; limit single routes with the
-:class:`RateLimit` FastAPI dependency, or with the slowapi-shaped :mod:`opskit.ratelimit.slowapi`.
+:class:`RateLimit` FastAPI dependency (static or per-user rates and costs, :func:`charge` after
+the fact, websocket handshakes and messages), or with the slowapi-shaped :mod:`opskit.ratelimit.slowapi`.
 """
 
 from __future__ import annotations
 
+from .charges import charge
 from .decision import BackendError, Decision
 from .dependency import RateLimit
 from .limiter import RateLimiter
@@ -23,5 +25,6 @@ __all__ = [
     "RateLimit",
     "RateLimiter",
     "RedisBackend",
+    "charge",
     "parse_rates",
 ]

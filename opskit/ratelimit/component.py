@@ -13,6 +13,7 @@ from opskit.exchange import Exchange
 from opskit.paths import PathPatterns
 
 from .dependency import POLICY_FIELD, limiter_of
+from .limiter import RateLimiter
 from .policy import Policy, client_ip
 from .responses import rate_limit_headers, rejection_app
 
@@ -34,6 +35,7 @@ class RateLimitComponent(Component):
 
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
+        self.runtime = runtime
         self.limiter = limiter_of(runtime)
         self.policy = (
             Policy.build("global", settings.rate_limit, settings.rate_limit_key)
@@ -78,6 +80,10 @@ class RateLimitComponent(Component):
 
     async def shutdown(self) -> None:
         await self.limiter.close()
+        # Limiters of other stores (a slowapi Limiter's own storage_uri) close with the runtime too.
+        for name, service in list(self.runtime.services.items()):
+            if name.startswith("ratelimit:") and isinstance(service, RateLimiter):
+                await service.close()
 
 
 class GlobalRateLimitComponent(RateLimitComponent):

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, NoReturn
 
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.exceptions import HTTPException, WebSocketException
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from opskit.exchange import Exchange
 from opskit.runtime import Runtime, current
 
+from .charges import Tab, open_tab
 from .decision import Decision
+from .dynamic import CostSource, PolicyVariants, RateCache, RateSource, resolve
 from .limiter import RateLimiter
 from .policy import KeyFunc, Policy
 from .responses import rate_limit_headers, rejection_detail, retry_after
+from .websocket import limit_messages
 
-__all__ = ["POLICY_FIELD", "RateLimit", "limiter_for", "limiter_of"]
+__all__ = ["POLICY_FIELD", "DynamicRateLimit", "RateLimit", "check", "limiter_for", "limiter_of", "refuse"]
+
+# The template rates of a limit whose rates a function computes (never used for a decision).
+_UNSET_RATES = "1/second"
 
 #: The access-log field naming the policy that refused a request.
 POLICY_FIELD = "ratelimit_policy"
@@ -47,7 +55,7 @@ def rejection(policy: Policy, decision: Decision) -> HTTPException:
 
 
 async def check(
-    request: Request,
+    request: HTTPConnection,
     policy: Policy,
     response: Response | None = None,
     limiter: RateLimiter | None = None,
@@ -61,44 +69,87 @@ async def check(
     active = limiter_for(request.scope, limiter)
     decision = await active.hit(policy, client_key, cost)
     if not decision.allowed:
-        ex = Exchange.of(request.scope)
-        if ex is not None:
-            ex.annotate(**{POLICY_FIELD: policy.name})
-        exc = rejection(policy, decision)
-        if error is not None and not decision.unavailable:
-            raise error(exc.status_code, exc.detail, headers=exc.headers)
-        raise exc
+        refuse(request, policy, decision, error)
     if response is not None and active.headers:
         for name, value in rate_limit_headers(policy.name, decision, legacy=active.legacy_headers):
             response.headers.append(name.decode(), value.decode())
     return decision
 
 
+def refuse(
+    request: HTTPConnection, policy: Policy, decision: Decision, error: type[HTTPException] | None = None
+) -> NoReturn:
+    """Raise the rejection of ``decision``: a 429 (503) HTTPException, or ``error`` for a 429.
+
+    A websocket handshake gets the same HTTP answer where the server can send one (the websocket
+    denial response), else it is closed with 1008 (policy violation).
+    """
+    ex = Exchange.of(request.scope)
+    if ex is not None:
+        ex.annotate(**{POLICY_FIELD: policy.name})
+    exc = rejection(policy, decision)
+    scope = request.scope
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
+        raise WebSocketException(1008, exc.detail)
+    if error is not None and not decision.unavailable:
+        raise error(exc.status_code, exc.detail, headers=exc.headers)
+    raise exc
+
+
 class RateLimit:
     """A FastAPI dependency limiting one route (or a router: ``APIRouter(dependencies=[...])``).
 
-    ``rates`` as in ``OPSKIT_RATE_LIMIT`` (``"5/second burst=10, 100/minute"``: all apply);
-    ``key`` is ``"ip"`` (proxy-aware), ``"header:<Name>"`` or a callable taking the request and
-    returning the key (``None``: not limited); ``cost`` the tokens one request takes; ``name`` the
-    policy name in headers, metrics and keys (default: the route's path template, so each route has
-    its own buckets). Several ``RateLimit`` dependencies on one route all apply.
+    ``rates`` as in ``OPSKIT_RATE_LIMIT`` (``"5/second burst=10, 100/minute"``: all apply), or a
+    function (sync or async) returning such a text or :class:`~opskit.ratelimit.Rate` objects: the
+    rates of one key (a user's plan), computed once per key every ``cache_seconds``. ``key`` is
+    ``"ip"`` (proxy-aware), ``"header:<Name>"``, a callable taking the request and returning the
+    key, or ``Depends(dependency)``: the dependency's result (e.g. the user your auth dependency
+    resolved; FastAPI runs it once per request for the route and the limit) is who is counted, its
+    ``str()`` the key, and what a rate function is called with (otherwise it gets the request).
+    ``None`` as the key: not limited. ``cost`` the tokens one request takes, or a function (sync or
+    async) of the request returning them. ``chargeable`` lets :func:`~opskit.ratelimit.charge`
+    debit this limit after the fact. ``messages`` (websocket routes) limits the messages a
+    connection receives, per key (``"20/second"``): one over it closes the connection with 1008.
+    ``name`` the policy name in headers, metrics and keys (default: the route's path template, so
+    each route has its own buckets). Several ``RateLimit`` dependencies on one route all apply.
     """
+
+    def __new__(
+        cls,
+        rates: str | RateSource,
+        *,
+        name: str | None = None,
+        key: str | KeyFunc | Any = "ip",
+        cost: int | CostSource = 1,
+        limiter: RateLimiter | None = None,
+        chargeable: bool = False,
+        cache_seconds: float = 60.0,
+        messages: str | None = None,
+    ) -> RateLimit:
+        # A static limit keeps the lean __call__; anything computed per request takes the other one.
+        dynamic = callable(rates) or callable(cost) or _is_depends(key) or chargeable or messages is not None
+        return super().__new__(DynamicRateLimit if dynamic and cls is RateLimit else cls)
 
     def __init__(
         self,
-        rates: str,
+        rates: str | RateSource,
         *,
         name: str | None = None,
-        key: str | KeyFunc = "ip",
-        cost: int = 1,
+        key: str | KeyFunc | Any = "ip",
+        cost: int | CostSource = 1,
         limiter: RateLimiter | None = None,
+        chargeable: bool = False,
+        cache_seconds: float = 60.0,
+        messages: str | None = None,
     ) -> None:
-        self.template = Policy.build(name or "route", rates, key, cost)
+        static_rates = rates if isinstance(rates, str) else _UNSET_RATES
+        static_key = "ip" if _is_depends(key) else key
+        self.template = Policy.build(name or "route", static_rates, static_key, cost if isinstance(cost, int) else 1)
         self.name = name
         self.limiter = limiter
         self._policies: dict[str, Policy] = {}
 
-    def policy_for(self, request: Request) -> Policy:
+    def policy_for(self, request: HTTPConnection) -> Policy:
         """This dependency's policy for the route being served (named after its template)."""
         if self.name is not None:
             return self.template
@@ -111,5 +162,83 @@ class RateLimit:
                 self._policies[name] = policy
         return policy
 
-    async def __call__(self, request: Request, response: Response) -> None:
+    async def __call__(self, request: HTTPConnection, response: Response) -> None:
         await check(request, self.policy_for(request), response, self.limiter)
+
+
+class DynamicRateLimit(RateLimit):
+    """A :class:`RateLimit` with computed rates, costs or keys, charges or message limits."""
+
+    def __init__(
+        self,
+        rates: str | RateSource,
+        *,
+        name: str | None = None,
+        key: str | KeyFunc | Any = "ip",
+        cost: int | CostSource = 1,
+        limiter: RateLimiter | None = None,
+        chargeable: bool = False,
+        cache_seconds: float = 60.0,
+        messages: str | None = None,
+    ) -> None:
+        super().__init__(rates, name=name, key=key, cost=cost, limiter=limiter)
+        self._rates = None if isinstance(rates, str) else RateCache(rates, cache_seconds)
+        self._cost = None if isinstance(cost, int) else cost
+        self._variants = PolicyVariants()
+        self.chargeable = chargeable
+        self._messages = None if messages is None else Policy.build((name or "route") + ":messages", messages)
+        self._message_policies: dict[str, Policy] = {}
+        parameters = [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
+            inspect.Parameter("response", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Response),
+        ]
+        self._by_dependency = _is_depends(key)
+        if self._by_dependency:
+            # FastAPI reads this signature: the key's dependency becomes a sub-dependency of this one.
+            parameters.append(inspect.Parameter("subject", inspect.Parameter.KEYWORD_ONLY, default=key))
+        self.__signature__ = inspect.Signature(parameters)
+
+    async def __call__(self, request: HTTPConnection, response: Response, subject: Any = None) -> None:
+        policy = self.policy_for(request)
+        counted: object = request
+        if self._by_dependency:
+            if subject is None:
+                return
+            client_key: str | None = "k:" + str(subject)
+            counted = subject
+        else:
+            client_key = policy.key(request.scope)
+        if client_key is None:
+            return
+        if self._rates is not None:
+            policy = self._variants.with_rates(policy, await self._rates.rates(client_key, counted))
+        cost: int | None = None
+        if self._cost is not None:
+            cost = await resolve(self._cost(request))
+            if cost < 0:
+                raise ValueError(f"the cost function of rate limit {policy.name!r} returned {cost}")
+        active = limiter_for(request.scope, self.limiter)
+        decision = await active.hit(policy, client_key, cost)
+        if not decision.allowed:
+            refuse(request, policy, decision)
+        if active.headers and request.scope["type"] == "http":
+            for field_name, value in rate_limit_headers(policy.name, decision, legacy=active.legacy_headers):
+                response.headers.append(field_name.decode(), value.decode())
+        if self.chargeable:
+            open_tab(request.scope, Tab(active, policy, client_key))
+        if self._messages is not None and isinstance(request, WebSocket):
+            limit_messages(request, active, self._message_policy(policy.name), client_key)
+
+    def _message_policy(self, name: str) -> Policy:
+        assert self._messages is not None
+        policy = self._message_policies.get(name)
+        if policy is None:
+            policy = self._messages.renamed(name + ":messages")
+            if len(self._message_policies) < 1000:
+                self._message_policies[name] = policy
+        return policy
+
+
+def _is_depends(value: object) -> bool:
+    """Whether ``value`` is FastAPI's ``Depends(...)`` (without importing FastAPI when it is absent)."""
+    return type(value).__name__ == "Depends" and hasattr(value, "dependency")

@@ -89,16 +89,21 @@ class RateLimiter:
         """True when limits hold across processes (Redis), False for per-process buckets."""
         return self.backend.shared
 
-    async def hit(self, policy: Policy, client_key: str, cost: int | None = None) -> Decision:
-        """Spend ``cost`` (default: the policy's) tokens of ``client_key`` under ``policy``."""
+    async def hit(self, policy: Policy, client_key: str, cost: int | None = None, *, force: bool = False) -> Decision:
+        """Spend ``cost`` (default: the policy's) tokens of ``client_key`` under ``policy``.
+
+        ``force`` spends them even past what the bucket allows (a charge after the fact, see
+        :func:`~opskit.ratelimit.charge`): the bucket goes into debt and the decision says whether it
+        would have passed. Forced spends are not counted as decisions in the metrics.
+        """
         key = policy.storage_key(self.prefix, client_key)
         spend = policy.cost if cost is None else cost
         backend = self.backend
         if isinstance(backend, MemoryBackend):
-            decision = backend.decide(key, policy.rates, spend)
+            decision = backend.decide(key, policy.rates, spend, force=force)
         elif (breaker := self._breaker(node := backend.node_of(key))).closed:
             try:
-                decision = await backend.decide(key, policy.rates, spend)
+                decision = await backend.decide(key, policy.rates, spend, force=force)
                 breaker.success()
             except Exception as exc:  # whatever went wrong, the request gets the failure policy, not a 500
                 reason = exc.reason if isinstance(exc, BackendError) else "other"
@@ -109,10 +114,11 @@ class RateLimiter:
                         f"rate-limit backend{where} failing; pausing it for "
                         f"{breaker.open_seconds:g}s (on_error={self.on_error})",
                     )
-                decision = self._failed(policy, key, spend, reason)
+                decision = self._failed(policy, key, spend, reason, force)
         else:
-            decision = self._failed(policy, key, spend, "circuit_open")
-        self.metrics.decision(policy.name, decision.outcome)
+            decision = self._failed(policy, key, spend, "circuit_open", force)
+        if not force:
+            self.metrics.decision(policy.name, decision.outcome)
         return decision
 
     def _breaker(self, node: str) -> CircuitBreaker:
@@ -124,12 +130,12 @@ class RateLimiter:
             breaker = self._node_breakers[node] = CircuitBreaker(self.breaker.threshold, self.breaker.open_seconds)
         return breaker
 
-    def _failed(self, policy: Policy, key: str, cost: int, reason: str) -> Decision:
+    def _failed(self, policy: Policy, key: str, cost: int, reason: str, force: bool = False) -> Decision:
         self.metrics.backend_error(reason)
         self.log.warning(reason, f"rate-limit backend error ({reason}); on_error={self.on_error}")
         outcome: Outcome
         if self.fallback is not None:
-            decision = self.fallback.decide(key, policy.rates, cost)
+            decision = self.fallback.decide(key, policy.rates, cost, force=force)
             decision.outcome = "error_allowed" if decision.allowed else "error_rejected"
             return decision
         outcome = "error_allowed" if self.on_error == "allow" else "error_rejected"

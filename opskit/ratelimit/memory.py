@@ -12,18 +12,22 @@ from .rate import Rate
 __all__ = ["MemoryBackend", "gcra"]
 
 
-def gcra(tats: Sequence[float] | None, now: float, rates: Sequence[Rate], cost: int) -> tuple[Decision, list[float]]:
+def gcra(
+    tats: Sequence[float] | None, now: float, rates: Sequence[Rate], cost: int, force: bool = False
+) -> tuple[Decision, list[float]]:
     """The token bucket as GCRA: each rate keeps a theoretical arrival time (TAT).
 
     A request of ``cost`` tokens passes when, for every rate, ``max(tat, now) + cost * interval``
     lies no further than ``burst * interval`` ahead of ``now``. Returns the decision and the TATs to
-    store (unchanged when rejected: a rejected request costs nothing). The Redis script is the same
-    algorithm in Lua.
+    store (unchanged when rejected: a rejected request costs nothing). ``force`` spends the cost
+    whatever the verdict: the TATs move past the burst bound (the bucket is in debt, and refuses
+    requests until the debt has refilled); the decision still says whether it would have passed.
+    The Redis script is the same algorithm in Lua.
     """
     starts = [now if tats is None or i >= len(tats) or tats[i] < now else tats[i] for i in range(len(rates))]
     ends = [start + cost * rate.interval for start, rate in zip(starts, rates, strict=False)]
     allowed = all(end - now <= rate.burst * rate.interval + 1e-9 for end, rate in zip(ends, rates, strict=False))
-    final = ends if allowed else starts
+    final = ends if allowed or force else starts
     best = 0
     best_remaining = -1
     retry = 0.0
@@ -60,15 +64,15 @@ class MemoryBackend:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def decide(self, key: str, rates: Sequence[Rate], cost: int = 1) -> Decision:
-        """Take ``cost`` tokens from the bucket ``key`` if every rate has them."""
+    def decide(self, key: str, rates: Sequence[Rate], cost: int = 1, *, force: bool = False) -> Decision:
+        """Take ``cost`` tokens from the bucket ``key`` if every rate has them (always, with ``force``)."""
         buckets = self._buckets
         now = self._clock()
         tats = buckets.get(key)
-        if len(rates) == 1:
+        if len(rates) == 1 and not force:
             return self._decide_one(key, tats, now, rates[0], cost)
-        decision, final = gcra(tats, now, rates, cost)
-        if decision.allowed:
+        decision, final = gcra(tats, now, rates, cost, force)
+        if decision.allowed or force:
             buckets[key] = final
             buckets.move_to_end(key)
             if len(buckets) > self.max_keys:

@@ -35,7 +35,7 @@ __all__ = ["SCRIPT", "RedisBackend", "connect", "redis_backend"]
 SCRIPT = files(__package__).joinpath("gcra.lua").read_text(encoding="utf-8")
 SCRIPT_SHA = hashlib.sha1(SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
-_Pending = tuple[str, int, Sequence[Rate], "asyncio.Future[Decision]"]
+_Pending = tuple[str, int, Sequence[Rate], "asyncio.Future[Decision]", bool]
 _EVALSHA_HEAD = bulk(b"EVALSHA") + bulk(SCRIPT_SHA.encode()) + bulk(b"1")
 _LOAD_SCRIPT = pack(b"SCRIPT", b"LOAD", SCRIPT.encode())
 
@@ -117,8 +117,8 @@ class RedisBackend:
         self._on_round_trip = on_round_trip
         self._pending: list[_Pending] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._args: dict[tuple[tuple[Rate, ...], int], list[Any]] = {}
-        self._frames: dict[tuple[tuple[Rate, ...], int], tuple[bytes, bytes]] = {}
+        self._args: dict[tuple[tuple[Rate, ...], int, bool], list[Any]] = {}
+        self._frames: dict[tuple[tuple[Rate, ...], int, bool], tuple[bytes, bytes]] = {}
         self._warm = False
         self._warm_retry_at = 0.0
 
@@ -130,30 +130,31 @@ class RedisBackend:
         address = target.owner(key)
         return f"{address[0]}:{address[1]}" if address else ""
 
-    def _script_args(self, rates: Sequence[Rate], cost: int) -> list[Any]:
-        key = (tuple(rates), cost)
+    def _script_args(self, rates: Sequence[Rate], cost: int, force: bool = False) -> list[Any]:
+        key = (tuple(rates), cost, force)
         args = self._args.get(key)
         if args is None:
-            args = [cost]
+            args = [cost, 1 if force else 0]
             for rate in rates:
                 args += [f"{rate.interval * 1_000_000:.3f}", rate.burst]
             self._args[key] = args
         return args
 
-    def _frame(self, rates: Sequence[Rate], cost: int) -> tuple[bytes, bytes]:
+    def _frame(self, rates: Sequence[Rate], cost: int, force: bool = False) -> tuple[bytes, bytes]:
         """The packed EVALSHA around its key: everything but the key is the same for a policy."""
-        key = (tuple(rates), cost)
+        key = (tuple(rates), cost, force)
         frame = self._frames.get(key)
         if frame is None:
-            args = [str(arg).encode() for arg in self._script_args(rates, cost)]
+            args = [str(arg).encode() for arg in self._script_args(rates, cost, force)]
             head = b"*%d\r\n" % (4 + len(args)) + _EVALSHA_HEAD
             frame = self._frames[key] = (head, b"".join(map(bulk, args)))
         return frame
 
-    async def decide(self, key: str, rates: Sequence[Rate], cost: int = 1) -> Decision:
-        """Take ``cost`` tokens from the bucket ``key``; raises :class:`BackendError` on failure or timeout."""
+    async def decide(self, key: str, rates: Sequence[Rate], cost: int = 1, *, force: bool = False) -> Decision:
+        """Take ``cost`` tokens from the bucket ``key`` (always, with ``force``: see :func:`~.memory.gcra`);
+        raises :class:`BackendError` on failure or timeout."""
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        item = (key, cost, rates, future)
+        item = (key, cost, rates, future, force)
         if not self.batch:
             await self._carry([item], future)
             return future.result()
@@ -201,7 +202,7 @@ class RedisBackend:
                 replies = await self._on_cluster(target, batch)
         except BaseException as exc:
             error = BackendError(error_reason(exc), type(exc).__name__)
-            for *_, future in batch:
+            for _, _, _, future, _ in batch:
                 if not future.done():
                     future.set_exception(error)
             if isinstance(exc, asyncio.CancelledError):
@@ -209,7 +210,7 @@ class RedisBackend:
             return
         if self._on_round_trip is not None:
             self._on_round_trip(time.perf_counter() - started)
-        for (_, _, rates, future), reply in zip(batch, replies, strict=False):
+        for (_, _, rates, future, _), reply in zip(batch, replies, strict=False):
             if future.done():
                 continue
             if isinstance(reply, BaseException):
@@ -276,22 +277,24 @@ class RedisBackend:
         if node.channel is not None:
             return await self._over_channel(node.channel, batch)
         if len(batch) == 1:
-            key, cost, rates, _ = batch[0]
+            key, cost, rates, _, force = batch[0]
             try:
                 return [
-                    await node.client.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
+                    await node.client.execute_command(
+                        "EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost, force)
+                    )
                 ]
             except ResponseError as exc:  # NOSCRIPT, MOVED...: an answer for this decision
                 return [exc]
         pipe = node.client.pipeline(transaction=False)
-        for key, cost, rates, _ in batch:
-            pipe.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost))
+        for key, cost, rates, _, force in batch:
+            pipe.execute_command("EVALSHA", SCRIPT_SHA, 1, key, *self._script_args(rates, cost, force))
         return list(await pipe.execute(raise_on_error=False))
 
     async def _over_channel(self, channel: ScriptChannel, batch: Sequence[_Pending]) -> list[Any]:
         frames = []
-        for key, cost, rates, _ in batch:
-            head, tail = self._frame(rates, cost)
+        for key, cost, rates, _, force in batch:
+            head, tail = self._frame(rates, cost, force)
             frames += [head, bulk(key.encode()), tail]
         return await channel.call(b"".join(frames), len(batch))
 

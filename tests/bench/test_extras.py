@@ -16,7 +16,8 @@ class TestReferenceTokenBucket:
 
     def test_burst_then_reject_and_ttl(self, redis: RedisServer) -> None:
         """Burst 2 at 1 token/s: two calls pass, the third is refused, and the key expires."""
-        calls = [redis.cli("EVAL", REFERENCE_TOKEN_BUCKET, "1", "k", "1", "1000000", "2").strip() for _ in range(3)]
+        args = ("1", "k", "1", "0", "1000000", "2")  # cost, force, microseconds per token, burst
+        calls = [redis.cli("EVAL", REFERENCE_TOKEN_BUCKET, *args).strip() for _ in range(3)]
         assert calls == ["1", "1", "0"]
         assert 0 < int(redis.cli("PTTL", "k").strip()) <= 3000
 

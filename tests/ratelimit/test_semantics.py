@@ -72,6 +72,39 @@ class TestTokenBucket:
         result = run(make_limiter, scenario)
         assert outcomes(result) == ["allowed", "allowed", "limited", "allowed", "limited"]
 
+    def test_forced_spend_puts_the_bucket_in_debt(self, make_limiter: LimiterFactory) -> None:
+        """A forced spend of 25 on a bucket of 10 (10/second) is taken although it does not fit: it says it would
+        not have passed, the next request is refused until the 16 tokens of debt and one more have refilled
+        (1.7 s), then requests pass again. Forced spends are not counted as decisions."""
+        policy = Policy.build("debt", "10/second burst=10")
+
+        async def scenario(limiter: RateLimiter) -> tuple[list[Decision], Decision, float]:
+            first = await limiter.hit(policy, "alice")
+            forced = await limiter.hit(policy, "alice", cost=25, force=True)
+            refused = await limiter.hit(policy, "alice")
+            await asyncio.sleep(1.0)
+            still = await limiter.hit(policy, "alice")
+            await asyncio.sleep(0.85)
+            return [first, refused, still, await limiter.hit(policy, "alice")], forced, refused.retry_after
+
+        decisions, forced, retry = run(make_limiter, scenario)
+        assert forced.outcome == "limited"
+        assert forced.remaining == 0
+        assert outcomes(decisions) == ["allowed", "limited", "limited", "allowed"]
+        assert 1.65 <= retry <= 1.75
+
+    def test_forced_spend_that_fits_is_an_ordinary_spend(self, make_limiter: LimiterFactory) -> None:
+        """A forced spend within the burst is allowed and takes its tokens, like any request."""
+        policy = Policy.build("forced-fits", "1/minute burst=5, 100/second")
+
+        async def scenario(limiter: RateLimiter) -> list[Decision]:
+            forced = await limiter.hit(policy, "alice", cost=3, force=True)
+            return [forced, await limiter.hit(policy, "alice", cost=2), await limiter.hit(policy, "alice")]
+
+        result = run(make_limiter, scenario)
+        assert outcomes(result) == ["allowed", "allowed", "limited"]
+        assert result[0].remaining == 2
+
     def test_every_rate_of_a_policy_applies(self, make_limiter: LimiterFactory) -> None:
         """`100/second, 3/minute`: the 4th request is refused by the minute rate, which the decision names."""
         policy = Policy.build("two-rates", "100/second, 3/minute")

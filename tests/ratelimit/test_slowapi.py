@@ -8,11 +8,14 @@ from starlette.testclient import TestClient
 import opskit
 from tests.conftest import LogReader
 from tests.ratelimit.conftest import sample
+from tests.servers import RedisServer
 
 
 def migrated_app() -> FastAPI:
-    """A slowapi app whose only change is the import line."""
-    from opskit.ratelimit.slowapi import Limiter, RateLimitExceeded, _rate_limit_exceeded_handler, get_remote_address
+    """A slowapi app whose only change is the import lines."""
+    from opskit.ratelimit.slowapi import Limiter, _rate_limit_exceeded_handler
+    from opskit.ratelimit.slowapi.errors import RateLimitExceeded
+    from opskit.ratelimit.slowapi.util import get_remote_address
 
     limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
     app = FastAPI()
@@ -49,6 +52,11 @@ def migrated_app() -> FastAPI:
     async def each(request: Request) -> dict[str, str]:
         return {}
 
+    @app.get("/bare")
+    @limiter.limit("3/minute")
+    async def bare(request: Request) -> dict[str, str]:
+        return {}
+
     opskit.instrument(app)
     return app
 
@@ -74,15 +82,28 @@ def slowapi_app() -> FastAPI:
 
 
 class TestMigratedApp:
-    def test_decorator_limits_on_opskit_bucket(self) -> None:
-        """`@limiter.limit("2/minute")` from opskit: 2 pass, the 3rd is 429 {"detail"}; headers on allowed ones."""
+    def test_decorator_limits_on_opskit_bucket(self, log_lines: LogReader) -> None:
+        """`@limiter.limit("2/minute")` from opskit: 2 pass, the 3rd is slowapi's 429 with its headers; the access
+        log names the endpoint's policy and the decision is counted."""
+
+        def limited() -> float:
+            labels = {"policy": "tests.ratelimit.test_slowapi.home", "decision": "limited"}
+            return sample(None, "opskit_ratelimit_decisions_total", **labels)
+
+        before = limited()
         with TestClient(migrated_app()) as c:
+            log_lines()
             got = [c.get("/home") for _ in range(3)]
+            lines = [line for line in log_lines() if line.get("event") == "request"]
         assert [r.status_code for r in got] == [200, 200, 429]
         assert got[0].json() == {"home": "ok"}
-        assert got[0].headers["ratelimit"] == '"tests.ratelimit.test_slowapi.home";r=1;t=30'
-        assert got[2].json() == {"detail": "Rate limit exceeded: 2 per 1 minute"}
+        assert (got[0].headers["x-ratelimit-limit"], got[0].headers["x-ratelimit-remaining"]) == ("2", "1")
+        assert got[0].headers["retry-after"] == "30"
+        assert got[2].json() == {"error": "Rate limit exceeded: 2 per 1 minute"}
         assert got[2].headers["retry-after"] == "30"
+        assert got[2].headers["x-ratelimit-remaining"] == "0"
+        assert lines[-1]["ratelimit_policy"] == "tests.ratelimit.test_slowapi.home"
+        assert limited() == before + 1
 
     def test_sync_endpoints_and_shared_limits(self) -> None:
         """Sync endpoints run in the thread pool as before; shared_limit spans its routes."""
@@ -97,6 +118,35 @@ class TestMigratedApp:
             assert [c.post("/write").status_code for _ in range(2)] == [200, 429]
             assert [c.get("/each").status_code for _ in range(2)] == [200, 429]
             assert c.post("/each").status_code == 200
+
+    def test_headers_without_a_response_parameter(self) -> None:
+        """With headers_enabled and an endpoint returning a dict without `response: Response` (slowapi answers
+        500 there), opskit's middleware adds the headers."""
+        with TestClient(migrated_app()) as c:
+            r = c.get("/bare")
+        assert r.status_code == 200
+        assert r.headers["x-ratelimit-limit"] == "3"
+
+    def test_storage_uri_gets_its_own_limiter_closed_at_shutdown(self, redis: RedisServer) -> None:
+        """`storage_uri` naming a Redis other than OPSKIT_REDIS_URL decides there, and closes with the app."""
+        from opskit.ratelimit.slowapi import Limiter
+
+        limiter = Limiter(storage_uri=redis.url)
+        app = FastAPI()
+
+        @app.get("/")
+        @limiter.limit("1/minute")
+        async def root(request: Request) -> dict[str, str]:
+            return {}
+
+        opskit.instrument(app)
+        with TestClient(app) as c:
+            assert [c.get("/").status_code for _ in range(2)] == [200, 429]
+            clients = int(redis.cli("INFO", "clients").split("connected_clients:")[1].split()[0])
+        assert redis.cli("--scan").strip()
+        assert clients >= 2  # this test's redis-cli, and the limiter's connection
+        remaining = int(redis.cli("INFO", "clients").split("connected_clients:")[1].split()[0])
+        assert remaining == 1  # only redis-cli: the limiter closed at shutdown
 
 
 class TestSlowapiAlongside:
