@@ -49,7 +49,7 @@ class ServerHooks:
 
     def _prepare_rate_limit_table(self, workers: int) -> None:
         """Without Redis, the table in which the workers share their rate-limit buckets."""
-        from ..ratelimit.selection import SHARED_FILE_ENV, prepare_workers
+        from ..ratelimit import SHARED_FILE_ENV, prepare_workers
 
         settings = self.runtime.settings
         path = prepare_workers(settings, workers)
