@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_FEATURES, Variant
+from bench.variants import BY_NAME, LOCAL_SHARE, NEVER_REJECTING_LIMIT, OPSKIT_FEATURES, SHARED_TABLE, Variant
 
 UNAVAILABLE_EXIT = 3
 UNAVAILABLE_MARK = "bench-unavailable:"
@@ -91,6 +92,17 @@ def use_dropping_exporter_in_opskit() -> str | None:
     return None
 
 
+def limiter_backend(features: frozenset[str]) -> dict[str, Any]:
+    """The settings of the limiter backend a variant measures (none: Redis, one call per decision)."""
+    if "ratelimit_shared_memory" in features:
+        marker = os.environ.get("BENCH_SPAN_MARKER")  # in the server's work directory
+        work = Path(marker).parent if marker else Path(tempfile.mkdtemp(prefix="bench-"))
+        return {"redis_url": "", "rate_limit_shared_file": str(work / SHARED_TABLE)}
+    if "ratelimit_local_share" in features:
+        return {"rate_limit_local_share": LOCAL_SHARE}
+    return {}
+
+
 def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env).
 
@@ -104,7 +116,8 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     instrument = getattr(opskit, "instrument", None)
     if instrument is None:
         unavailable("opskit.instrument does not exist")
-    switches = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    switches: dict[str, Any] = {f"{feature}_enabled": feature in features for feature in OPSKIT_FEATURES}
+    switches.update(limiter_backend(features))
     if "tracing" in features and (problem := use_dropping_exporter_in_opskit()) is not None:
         if features == {"tracing"}:
             unavailable(problem)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Family = Literal["bare", "opskit", "peer", "reference"]
-Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis"]
+Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis", "redis_share", "shared_table"]
 
 OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
 
@@ -41,6 +41,22 @@ VARIANTS: tuple[Variant, ...] = (
     _v("opskit-metrics", "opskit", "opskit, Prometheus metrics only", {"metrics"}, {"metrics"}),
     _v("opskit-tracing", "opskit", "opskit, tracing only (100 % sampled)", {"tracing"}, {"spans"}),
     _v("opskit-ratelimit", "opskit", "opskit, Redis token bucket only", {"ratelimit"}, {"redis"}),
+    # The two limiter backends below replace opskit-all's Redis limiter rather than join it: a process
+    # decides with one backend.
+    _v(
+        "opskit-ratelimit-shm",
+        "opskit",
+        "opskit, token bucket in the shared-memory table (no Redis)",
+        {"ratelimit", "ratelimit_shared_memory"},
+        {"shared_table"},
+    ),
+    _v(
+        "opskit-ratelimit-share",
+        "opskit",
+        "opskit, Redis token bucket with local shares (1 % of the bucket per call)",
+        {"ratelimit", "ratelimit_local_share"},
+        {"redis_share"},
+    ),
     _v(
         "opskit-runtime",
         "opskit",
@@ -80,6 +96,10 @@ BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 # Rate limit that never rejects in a benchmark; both limiters get the same one.
 NEVER_REJECTING_LIMIT = "1000000000/second"
+# The share of a bucket opskit-ratelimit-share reserves per Redis call, and where -shm's table lives
+# (in the server's work directory).
+LOCAL_SHARE = 0.01
+SHARED_TABLE = "ratelimit.table"
 
 
 @dataclass(frozen=True)
@@ -105,6 +125,8 @@ TARGETS: tuple[Target, ...] = (
     Target("JSON access log alone", "opskit-access-log", 0.85, ("peer-structlog",), "structlog recipe 0.65"),
     Target("tracing alone, 100 % sampled", "opskit-tracing", 0.70, ("peer-otel",), "OTel FastAPI 0.26"),
     Target("Redis limiter alone", "opskit-ratelimit", 0.80, ("peer-slowapi",), "slowapi 0.14, fastapi-limiter 0.26"),
+    Target("shared-memory limiter alone", "opskit-ratelimit-shm", 0.90, ("peer-slowapi",), "slowapi 0.14 (with Redis)"),
+    Target("Redis limiter, local shares", "opskit-ratelimit-share", 0.85, ("peer-slowapi",), "slowapi 0.14"),
     Target("everything on", "opskit-all", 0.50, ("peer-stack",), "peer stack 0.10"),
 )
 
