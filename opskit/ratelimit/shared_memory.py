@@ -59,6 +59,7 @@ _HEADER = struct.Struct("<8sQQQ16s")
 _HEADER_BYTES = 64
 _SET_WORDS = WAYS * 2 + WAYS * RATES
 _SET_BYTES = _SET_WORDS * 8
+_FINGERPRINT = struct.Struct("<Q")
 _FINGERPRINTS = struct.Struct(f"<{WAYS}Q")
 _USED = struct.Struct(f"<{WAYS}d")
 _KEY_CACHE_SIZE = 4096
@@ -220,7 +221,9 @@ class SharedMemoryBackend(MemoryBackend):
                     self.on_busy()
                 return self._per_process(key, rates, cost, force)
             try:
-                return self._decide_locked(s, fp, rates, cost, force)
+                if len(rates) == 1:
+                    return self._decide_shared_one(s, fp, rates[0], cost, force)
+                return self._decide_shared(s, fp, rates, cost, force)
             finally:
                 fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 1 + s)
 
@@ -228,19 +231,59 @@ class SharedMemoryBackend(MemoryBackend):
         decide: Callable[..., Decision] = super().decide
         return decide(key, rates, cost, force=True) if force else decide(key, rates, cost)
 
-    def _decide_locked(self, s: int, fp: int, rates: Sequence[Rate], cost: int, force: bool) -> Decision:
+    def _way(self, at: int, fp: int) -> tuple[int, bool]:
+        """The way of ``fp`` in the set at byte ``at`` and whether it is there, else the way to evict."""
+        # A byte search finds the fingerprint without making eight Python ints of the set's.
+        found = self._map.find(_FINGERPRINT.pack(fp), at, at + 8 * WAYS)
+        if found >= 0 and not (found - at) & 7:
+            return (found - at) >> 3, True
+        fps = _FINGERPRINTS.unpack_from(self._map, at)
+        if fp in fps:
+            return fps.index(fp), True
+        used = _USED.unpack_from(self._map, at + WAYS * 8)
+        return min(range(WAYS), key=lambda w: (fps[w] != 0, used[w])), False
+
+    def _decide_shared_one(self, s: int, fp: int, rate: Rate, cost: int, force: bool) -> Decision:
+        # _decide_shared() unrolled for the common single-rate policy: this runs on every request.
+        at = _HEADER_BYTES + s * _SET_BYTES
+        base = at >> 3
+        way, known = self._way(at, fp)
+        floats = self._floats
+        tats_at = base + 2 * WAYS + way * RATES
+        now = self._clock()
+        interval = rate.interval
+        capacity = rate.burst * interval
+        tat = floats[tats_at] if known else 0.0
+        start = tat if tat > now else now
+        end = start + cost * interval
+        allowed = end - now <= capacity + 1e-9
+        if allowed or force:
+            if known:
+                floats[tats_at] = end
+            else:
+                words = self._words
+                words[base + way] = 0  # the victim is gone before the newcomer's TATs go in
+                floats[tats_at] = end
+                for i in range(1, RATES):
+                    floats[tats_at + i] = 0.0
+                words[base + way] = fp
+            floats[base + WAYS + way] = now
+            remaining = max(0, int((capacity - (end - now)) / interval + 1e-9))
+            if allowed:
+                return Decision("allowed", rate, remaining, 0.0, end - now)
+            return Decision("limited", rate, remaining, end - now - capacity, end - now)
+        if known:
+            floats[base + WAYS + way] = now
+        remaining = max(0, int((capacity - (start - now)) / interval + 1e-9))
+        return Decision("limited", rate, remaining, end - now - capacity, start - now)
+
+    def _decide_shared(self, s: int, fp: int, rates: Sequence[Rate], cost: int, force: bool) -> Decision:
         words = self._words
         floats = self._floats
         base = (_HEADER_BYTES + s * _SET_BYTES) // 8
         at = _HEADER_BYTES + s * _SET_BYTES
         now = self._clock()
-        fps = _FINGERPRINTS.unpack_from(self._map, at)
-        known = fp in fps
-        if known:
-            way = fps.index(fp)
-        else:
-            used = _USED.unpack_from(self._map, at + WAYS * 8)
-            way = min(range(WAYS), key=lambda w: (fps[w] != 0, used[w]))
+        way, known = self._way(at, fp)
         tats_at = base + 2 * WAYS + way * RATES
         n = len(rates)
         allowed = True

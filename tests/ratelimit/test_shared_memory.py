@@ -173,14 +173,16 @@ class TestCrashes:
             cwd=ROOT,
         )
         assert holder.stdin is not None and holder.stdout is not None
-        assert holder.stdout.readline() == b"locked\n"
-        started = time.monotonic()
-        assert backend.decide("k", rates).allowed
-        assert time.monotonic() - started < 1.0
-        assert busy == [True]
-        assert len(backend) == 0  # not in the table
-        holder.stdin.close()
-        holder.wait()
-        holder.stdout.close()
+        try:
+            assert holder.stdout.readline() == b"locked\n"
+            started = time.monotonic()
+            assert backend.decide("k", rates).allowed
+            assert time.monotonic() - started < 1.0
+            assert busy == [True]
+            assert len(backend) == 0  # not in the table
+        finally:
+            holder.stdin.close()
+            holder.wait()
+            holder.stdout.close()
         assert [backend.decide("k", rates).allowed for _ in range(3)] == [True, True, False]
         assert len(backend) == 1
