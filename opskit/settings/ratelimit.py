@@ -61,7 +61,7 @@ class RateLimitSettings(SettingsSection):
         100_000,
         ge=100,
         le=100_000_000,
-        description="Most buckets the in-memory backend keeps (LRU).",
+        description="Most buckets the in-memory backend keeps (LRU), per process or in the workers' shared table.",
     )
     rate_limit_share_workers: bool = Field(
         True,
