@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from .local_share import LocalShareBackend
 from .memory import MemoryBackend
 from .redis_backend import RedisBackend, redis_backend
-from .shared_memory import SharedMemoryBackend, create_table
+from .shared_memory import DESCRIPTOR_PATHS, SharedMemoryBackend, create_table
 
 if TYPE_CHECKING:
     from opskit.settings import Settings
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["SHARED_FILE_ENV", "Backend", "backend_from_settings", "prepare_workers"]
 
 SHARED_FILE_ENV = "OPSKIT_RATE_LIMIT_SHARED_FILE"
+
+logger = logging.getLogger("opskit.ratelimit")
 
 Backend = RedisBackend | LocalShareBackend | MemoryBackend
 
@@ -45,7 +48,14 @@ def backend_from_settings(settings: Settings) -> Backend:
             max_keys=min(settings.rate_limit_memory_max_keys, 100_000),
         )
     if settings.rate_limit_shared_file and settings.rate_limit_share_workers:
-        return SharedMemoryBackend(settings.rate_limit_shared_file, settings.rate_limit_memory_max_keys)
+        try:
+            return SharedMemoryBackend(settings.rate_limit_shared_file, settings.rate_limit_memory_max_keys)
+        except OSError as exc:  # e.g. a process started by a worker, without the worker's descriptor
+            logger.warning(
+                "cannot open the shared rate-limit table %s (%s): per-process buckets",
+                settings.rate_limit_shared_file,
+                exc.strerror or exc,
+            )
     return MemoryBackend(settings.rate_limit_memory_max_keys)
 
 
@@ -58,8 +68,11 @@ def prepare_workers(settings: Settings, workers: int) -> str | None:
     """
     if not settings.ratelimit_enabled or settings.redis_url or not settings.rate_limit_share_workers:
         return None
-    if settings.rate_limit_shared_file:
-        return settings.rate_limit_shared_file
+    named = settings.rate_limit_shared_file
+    # A descriptor path names the table of the master that set it (this one was exec'd, e.g. by
+    # gunicorn's USR2 upgrade): it does not hold that descriptor, so it makes its own.
+    if named and not named.startswith(DESCRIPTOR_PATHS):
+        return named
     if workers < 2:
         return None
     return create_table(settings.rate_limit_memory_max_keys)

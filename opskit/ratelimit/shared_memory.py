@@ -29,7 +29,9 @@ fingerprint first, then writes its TATs, then its own fingerprint: a worker kill
 leaves an empty way, never one key's bucket under another key's name.
 
 Times are ``CLOCK_MONOTONIC``, the same for every process of the host; the boot id in the header
-makes a table file that outlived a reboot start empty.
+makes a table file that outlived a reboot start empty. A named file that is no table is made one;
+a descriptor path (``/proc/self/fd/N``) whose file is no table is refused, never overwritten: in a
+process that did not inherit the master's descriptor, ``N`` may be any file of its own.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from .decision import Decision
 from .memory import MemoryBackend
 from .rate import Rate
 
-__all__ = ["LOCK_BUDGET", "RATES", "WAYS", "SharedMemoryBackend", "create_table", "table_size"]
+__all__ = ["DESCRIPTOR_PATHS", "LOCK_BUDGET", "RATES", "WAYS", "SharedMemoryBackend", "create_table", "table_size"]
 
 MAGIC = b"OPSKRLT1"
 WAYS = 8
@@ -64,6 +66,8 @@ _FINGERPRINTS = struct.Struct(f"<{WAYS}Q")
 _USED = struct.Struct(f"<{WAYS}d")
 _KEY_CACHE_SIZE = 4096
 _BUSY = (errno.EACCES, errno.EAGAIN)
+# Paths of a table a master made: reached through the descriptor its workers inherit.
+DESCRIPTOR_PATHS = ("/proc/self/fd/", "/dev/fd/")
 
 
 def _boot_id() -> bytes:
@@ -136,7 +140,8 @@ class SharedMemoryBackend(MemoryBackend):
         self.path = path
         self.on_busy = on_busy
         self._thread_lock = threading.Lock()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        inherited = path.startswith(DESCRIPTOR_PATHS)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | (0 if inherited else os.O_CREAT), 0o600)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX, 1, 0)
             try:
@@ -148,6 +153,9 @@ class SharedMemoryBackend(MemoryBackend):
                     and fields[2:] == (WAYS, RATES, _boot_id())
                     and os.fstat(fd).st_size == _HEADER_BYTES + fields[1] * _SET_BYTES
                 )
+                if not valid and inherited:
+                    # A descriptor this process did not inherit from a server's master: never clobber it.
+                    raise OSError(errno.EINVAL, f"{path} is not a rate-limit table")
                 if not valid:
                     _initialize(fd, max_keys)
                     header = os.pread(fd, _HEADER.size, 0)
