@@ -205,7 +205,7 @@ class SharedMemoryBackend(MemoryBackend):
                 return False
         deadline = time.monotonic() + LOCK_BUDGET
         while time.monotonic() < deadline:
-            os.sched_yield()  # the holder is between two instructions of a short section: let it run
+            os.sched_yield()  # the holder is inside a section of a few microseconds: let it run
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 1 + s)
                 return True

@@ -65,7 +65,7 @@ class TestMainTable:
         assert rows[2][11].startswith(("ok", "partial (measured without", "n/a (feature unavailable"))
 
     def test_targets_table_lists_every_target(self, tmp_path: Path) -> None:
-        """The targets table has the six ratio targets, each with a verdict cell."""
+        """The targets table has the eight ratio targets, each with a verdict cell."""
         text = run_bench(tmp_path / "out.md", "--variants", "peer-correlation-id", "--no-extras")
         rows = table(text, "## Targets")
         assert [row[0] for row in rows] == [
@@ -74,6 +74,8 @@ class TestMainTable:
             "JSON access log alone",
             "tracing alone, 100 % sampled",
             "Redis limiter alone",
+            "shared-memory limiter alone",
+            "Redis limiter, local shares",
             "everything on",
         ]
         assert rows[0][6].startswith("peer-correlation-id ")
