@@ -13,10 +13,12 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any, NoReturn
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -25,7 +27,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from bench.floors import FLOORS
-from bench.variants import BY_NAME, NEVER_REJECTING_LIMIT, OPSKIT_EXTRAS, OPSKIT_FEATURES, Variant
+from bench.variants import (
+    BY_NAME,
+    LOCAL_SHARE,
+    NEVER_REJECTING_LIMIT,
+    OPSKIT_EXTRAS,
+    OPSKIT_FEATURES,
+    SHARED_TABLE,
+    Variant,
+)
 
 UNAVAILABLE_EXIT = 3
 UNAVAILABLE_MARK = "bench-unavailable:"
@@ -89,6 +99,17 @@ def unavailable(reason: str) -> NoReturn:
     raise SystemExit(UNAVAILABLE_EXIT)
 
 
+def limiter_backend(features: frozenset[str]) -> dict[str, Any]:
+    """The settings of the limiter backend a variant measures (none: Redis, one call per decision)."""
+    if "ratelimit_shared_memory" in features:
+        marker = os.environ.get("BENCH_SPAN_MARKER")  # in the server's work directory
+        work = Path(marker).parent if marker else Path(tempfile.mkdtemp(prefix="bench-"))
+        return {"redis_url": "", "rate_limit_shared_file": str(work / SHARED_TABLE)}
+    if "ratelimit_local_share" in features:
+        return {"rate_limit_local_share": LOCAL_SHARE}
+    return {}
+
+
 def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     """``opskit.instrument`` with exactly ``features`` switched on (config comes from the env)."""
     try:
@@ -108,6 +129,7 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
         otlp["metrics_exporter"] = ("prometheus", "otlp")
     if "otlp_logs" in features:
         otlp["logs_exporter"] = "otlp"
+    switches.update(limiter_backend(features))
     try:
         instrument(app, **switches, **otlp)
     except Exception as exc:

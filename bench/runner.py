@@ -25,7 +25,7 @@ from bench.servers import (
     process_cpu_seconds,
     redis_calls,
 )
-from bench.variants import BY_NAME, Variant
+from bench.variants import BY_NAME, SHARED_TABLE, Variant
 
 PROBE_REQUESTS = 20
 # After a burst, the loaded server counts as drained once it used under 5 % of a CPU over 20 ms
@@ -194,6 +194,11 @@ def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, r
         missing.append("OTLP export (no metrics or logs reached the OTLP receiver)")
     if "redis" in variant.evidence and (redis_calls(redis) - redis_before).scripts < PROBE_REQUESTS:
         missing.append("rate limiter (fewer Redis script calls than requests)")
+    if "redis_share" in variant.evidence and not 0 < (redis_calls(redis) - redis_before).scripts < PROBE_REQUESTS:
+        missing.append("local shares (not one Redis call for many decisions)")
+    table = server.workdir / SHARED_TABLE
+    if "shared_table" in variant.evidence and not (table.exists() and table.read_bytes()[:8] == b"OPSKRLT1"):
+        missing.append("shared-memory limiter (no table in the work directory)")
     return missing
 
 

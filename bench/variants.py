@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Family = Literal["bare", "opskit", "peer", "reference"]
-Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis", "otlp"]
+Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis", "otlp", "redis_share", "shared_table"]
 
 OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
 #: Settings a variant's extra features turn on (they cost something when set, so "opskit-all" leaves them unset).
@@ -49,6 +49,22 @@ VARIANTS: tuple[Variant, ...] = (
     _v("opskit-metrics", "opskit", "opskit, Prometheus metrics only", {"metrics"}, {"metrics"}),
     _v("opskit-tracing", "opskit", "opskit, tracing only (100 % sampled)", {"tracing"}, {"spans"}),
     _v("opskit-ratelimit", "opskit", "opskit, Redis token bucket only", {"ratelimit"}, {"redis"}),
+    # The two limiter backends below replace opskit-all's Redis limiter rather than join it: a process
+    # decides with one backend.
+    _v(
+        "opskit-ratelimit-shm",
+        "opskit",
+        "opskit, token bucket in the shared-memory table (no Redis)",
+        {"ratelimit", "ratelimit_shared_memory"},
+        {"shared_table"},
+    ),
+    _v(
+        "opskit-ratelimit-share",
+        "opskit",
+        "opskit, Redis token bucket with local shares (1 % of the bucket per call)",
+        {"ratelimit", "ratelimit_local_share"},
+        {"redis_share"},
+    ),
     _v(
         "opskit-ratelimit-dynamic",
         "opskit",
@@ -166,6 +182,10 @@ BY_NAME = {variant.name: variant for variant in VARIANTS}
 
 # Rate limit that never rejects in a benchmark; both limiters get the same one.
 NEVER_REJECTING_LIMIT = "1000000000/second"
+# The share of a bucket opskit-ratelimit-share reserves per Redis call, and where -shm's table lives
+# (in the server's work directory).
+LOCAL_SHARE = 0.01
+SHARED_TABLE = "ratelimit.table"
 
 
 @dataclass(frozen=True)
@@ -222,6 +242,9 @@ TARGETS: tuple[Target, ...] = (
         "fastapi-limiter 0.35, slowapi 0.23",
         "floor-ratelimit",
     ),
+    # No peer shares buckets among workers without Redis, nor leases Redis tokens: compared with bare only.
+    Target("shared-memory limiter alone", "opskit-ratelimit-shm", 0.90, (), "slowapi 0.23 (with Redis)"),
+    Target("Redis limiter, local shares", "opskit-ratelimit-share", 0.85, (), "slowapi 0.23"),
     Target("runtime health alone", "opskit-runtime", 0.98, (), "none: no peer measures the event loop"),
     Target(
         "everything on",

@@ -16,6 +16,7 @@ from .dependency import POLICY_FIELD, limiter_of
 from .limiter import RateLimiter
 from .policy import Policy, client_ip
 from .responses import rate_limit_headers, rejection_app
+from .shared_memory import SharedMemoryBackend
 
 if TYPE_CHECKING:
     from opskit.runtime import Runtime
@@ -68,6 +69,9 @@ class RateLimitComponent(Component):
             self.limiter.metrics.decision(EXTERNAL_POLICY, "limited")
 
     async def startup(self) -> None:
+        if isinstance(self.limiter.backend, SharedMemoryBackend):
+            logger.info("rate limits are per server: its workers share buckets (set OPSKIT_REDIS_URL to share them)")
+            return
         if not self.limiter.shared:
             logger.info("rate limits are per-process: in-memory buckets (set OPSKIT_REDIS_URL to share them)")
             return

@@ -9,10 +9,13 @@ from opskit.throttle import ThrottledLog
 
 from .breaker import CircuitBreaker
 from .decision import BackendError, Decision, Outcome
+from .local_share import LocalShareBackend
 from .memory import MemoryBackend
 from .metrics import RateLimitMetrics, default_metrics
 from .policy import Policy
-from .redis_backend import RedisBackend, redis_backend
+from .redis_backend import RedisBackend
+from .selection import backend_from_settings
+from .shared_memory import SharedMemoryBackend
 
 if TYPE_CHECKING:
     from opskit.settings import Settings
@@ -33,7 +36,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        backend: RedisBackend | MemoryBackend,
+        backend: RedisBackend | LocalShareBackend | MemoryBackend,
         *,
         prefix: str = "opskit:rl:",
         on_error: str = "allow",
@@ -56,24 +59,17 @@ class RateLimiter:
         self.metrics = metrics or default_metrics()
         self.log = ThrottledLog(logger, log_interval)
         self.fallback = MemoryBackend(memory_max_keys) if on_error == "memory" else None
-        if isinstance(backend, RedisBackend) and backend._on_round_trip is None:
-            backend._on_round_trip = self.metrics.backend_latency
+        remote = backend.remote if isinstance(backend, LocalShareBackend) else backend
+        if isinstance(remote, RedisBackend) and remote._on_round_trip is None:
+            remote._on_round_trip = self.metrics.backend_latency
+        if isinstance(backend, SharedMemoryBackend) and backend.on_busy is None:
+            backend.on_busy = self._table_busy
 
     @classmethod
     def from_settings(cls, settings: Settings, metrics: RateLimitMetrics | None = None) -> RateLimiter:
-        """Redis when ``OPSKIT_REDIS_URL`` is set, else the in-memory backend."""
-        backend: RedisBackend | MemoryBackend
-        if settings.redis_url:
-            backend = redis_backend(
-                settings.redis_url,
-                timeout=settings.redis_timeout,
-                max_connections=settings.redis_max_connections,
-                pipelined=settings.redis_pipelined,
-            )
-        else:
-            backend = MemoryBackend(settings.rate_limit_memory_max_keys)
+        """The backend :func:`~.selection.backend_from_settings` picks, with the settings' failure policy."""
         return cls(
-            backend,
+            backend_from_settings(settings),
             prefix=settings.rate_limit_key_prefix,
             on_error=settings.rate_limit_on_error,
             breaker=CircuitBreaker(settings.rate_limit_breaker_failures, settings.rate_limit_breaker_seconds),
@@ -130,6 +126,10 @@ class RateLimiter:
             breaker = self._node_breakers[node] = CircuitBreaker(self.breaker.threshold, self.breaker.open_seconds)
         return breaker
 
+    def _table_busy(self) -> None:
+        self.metrics.backend_error("busy")
+        self.log.warning("busy", "rate-limit table locked past its budget; decided in this worker's buckets")
+
     def _failed(self, policy: Policy, key: str, cost: int, reason: str, force: bool = False) -> Decision:
         self.metrics.backend_error(reason)
         self.log.warning(reason, f"rate-limit backend error ({reason}); on_error={self.on_error}")
@@ -145,12 +145,15 @@ class RateLimiter:
 
     async def warm_up(self) -> bool:
         """Connect and load the script ahead of the first request; True when the backend answered."""
-        return await self.backend.warm_up() if isinstance(self.backend, RedisBackend) else True
+        backend = self.backend
+        return await backend.warm_up() if isinstance(backend, (RedisBackend, LocalShareBackend)) else True
 
     async def ping(self) -> bool:
         """Readiness: the backend answers (always true in memory)."""
-        return await self.backend.ping() if isinstance(self.backend, RedisBackend) else True
+        backend = self.backend
+        return await backend.ping() if isinstance(backend, (RedisBackend, LocalShareBackend)) else True
 
     async def close(self) -> None:
-        if isinstance(self.backend, RedisBackend):
-            await self.backend.close()
+        backend = self.backend
+        if isinstance(backend, (RedisBackend, LocalShareBackend)):
+            await backend.close()

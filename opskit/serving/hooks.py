@@ -47,6 +47,17 @@ class ServerHooks:
         prepare_directory(path)
         return path
 
+    def _prepare_rate_limit_table(self, workers: int) -> None:
+        """Without Redis, the table in which the workers share their rate-limit buckets."""
+        from ..ratelimit import SHARED_FILE_ENV, prepare_workers
+
+        settings = self.runtime.settings
+        path = prepare_workers(settings, workers)
+        if path is None or path == settings.rate_limit_shared_file:
+            return
+        os.environ[SHARED_FILE_ENV] = path  # the app's own instrument() reads the environment
+        self.runtime.settings = settings.model_copy(update={"rate_limit_shared_file": path})
+
     def on_starting(self, server: Any) -> None:
         """Master start: metrics directory, worker-count log line, optional start-up delay."""
         settings = self.runtime.settings
@@ -54,6 +65,7 @@ class ServerHooks:
         if metrics_dir != settings.prometheus_multiproc_dir:
             # The workers' runtime: what the master resolved, with the directory it made.
             self.runtime.settings = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir})
+        self._prepare_rate_limit_table(server.num_workers)
         sizing = worker_count(settings)
         log_event(
             logging.INFO,

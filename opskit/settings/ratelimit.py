@@ -61,7 +61,35 @@ class RateLimitSettings(SettingsSection):
         100_000,
         ge=100,
         le=100_000_000,
-        description="Most buckets the in-memory backend keeps (LRU).",
+        description="Most buckets the in-memory backend keeps (LRU), per process or in the workers' shared table.",
+    )
+    rate_limit_share_workers: bool = Field(
+        True,
+        description=(
+            "Without Redis, let the workers of one `opskit serve` share their buckets in shared memory, so a "
+            "limit means the same with 1 or 8 workers (off: each worker has its own buckets)."
+        ),
+    )
+    rate_limit_shared_file: str = Field(
+        "",
+        description=(
+            "The shared-memory table in which processes share buckets when there is no Redis: set by "
+            "`opskit serve` for its workers; set it yourself for other pre-fork servers (e.g. a file in "
+            "`/dev/shm`). Empty: per-process buckets."
+        ),
+    )
+    rate_limit_local_share: float = Field(
+        0.0,
+        ge=0,
+        le=0.5,
+        description=(
+            "With Redis: the share of a bucket's size a process reserves in one call and spends locally "
+            "(e.g. `0.02`; `0`: one Redis call per decision). Across P processes a limit can be exceeded by "
+            "at most P times that many tokens."
+        ),
+    )
+    rate_limit_local_share_seconds: float = Field(
+        1.0, gt=0, le=60, description="How long a process may spend reserved tokens before the rest expires."
     )
     rate_limit_breaker_failures: int = Field(
         3, ge=1, le=1000, description="Consecutive Redis failures that open the circuit breaker."

@@ -77,7 +77,7 @@ class TestMainTable:
         assert number(rows["peer-fastapi-limiter"][10].split()[0]) >= 0.95
 
     def test_targets_table_lists_every_target(self, tmp_path: Path) -> None:
-        """The targets table has the seven ratio targets, each with a verdict cell."""
+        """The targets table has the nine ratio targets, each with a verdict cell."""
         text = run_bench(tmp_path / "out.md", "--variants", "peer-correlation-id", "--no-extras")
         rows = table(text, "## Targets")
         assert [row[0] for row in rows] == [
@@ -86,6 +86,8 @@ class TestMainTable:
             "JSON access log alone",
             "tracing alone, 100 % sampled, OTLP export",
             "Redis limiter alone",
+            "shared-memory limiter alone",
+            "Redis limiter, local shares",
             "runtime health alone",
             "everything on",
         ]

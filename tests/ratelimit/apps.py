@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -21,6 +22,10 @@ def create(**settings: Any) -> FastAPI:
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
         return {"item_id": item_id}
+
+    @app.get("/whoami")
+    async def whoami() -> dict[str, int]:
+        return {"pid": os.getpid()}
 
     @app.get("/public/info")
     async def public() -> dict[str, str]:

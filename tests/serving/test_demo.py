@@ -54,10 +54,10 @@ class TestMakeDemo:
             wait_until(lambda: len(children(gunicorn[0])) == 2, what="2 demo workers")
             status, _ = fetch(urls["API"].replace("/items/1", "/error"))
             assert status == 500
-            # The rate-limited route: a burst of 5 per client and worker, then 2 per second. Without
-            # Redis each of the 2 workers has its own buckets: 20 quick requests overrun them.
-            statuses = [fetch(urls["API"].replace("/items/1", "/limited"))[0] for _ in range(20)]
-            assert set(statuses) == {200, 429} and statuses[0] == 200
+            # The loop the demo documents: a burst of 5 per client, then 2 per second. Without Redis the
+            # 2 workers share their buckets, so 8 quick requests (each on a new connection) see 429s.
+            statuses = [fetch(urls["API"].replace("/items/1", "/limited"))[0] for _ in range(8)]
+            assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
             os.kill(gunicorn[0], signal.SIGTERM)  # as a container runtime would; make then exits with it
             assert process.wait(30) == 0
         finally:

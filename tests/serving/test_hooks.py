@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from opskit.ratelimit import SHARED_FILE_ENV, SharedMemoryBackend
 from opskit.runtime import Runtime
 from opskit.serving.hooks import MULTIPROC_ENV, ServerHooks
 from opskit.settings import load_settings
@@ -18,14 +19,16 @@ from opskit.settings import load_settings
 
 @pytest.fixture(autouse=True)
 def clean_state() -> Iterator[None]:
-    """The hooks export PROMETHEUS_MULTIPROC_DIR: restore it, or later servers inherit a dead path."""
-    saved = os.environ.pop(MULTIPROC_ENV, None)
+    """The hooks export PROMETHEUS_MULTIPROC_DIR and the rate-limit table: restore both, or later
+    servers and tests inherit them."""
+    saved = {name: os.environ.pop(name, None) for name in (MULTIPROC_ENV, SHARED_FILE_ENV)}
     try:
         yield
     finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        if saved is not None:
-            os.environ[MULTIPROC_ENV] = saved
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
 
 
 def hooks(**overrides: Any) -> ServerHooks:
@@ -53,6 +56,26 @@ class TestMetricsDirectory:
     def test_child_exit_without_directory_is_harmless(self) -> None:
         """child_exit before any directory exists does nothing."""
         hooks().child_exit(SimpleNamespace(), SimpleNamespace(pid=12345))
+
+
+class TestRateLimitTable:
+    def test_several_workers_without_redis_get_a_shared_table(self) -> None:
+        """Before forking 2 workers the master makes the table and names it to them (env and runtime)."""
+        server = hooks(web_concurrency=2)
+        server.on_starting(SimpleNamespace(num_workers=2))
+        path = os.environ[SHARED_FILE_ENV]
+        assert server.runtime.settings.rate_limit_shared_file == path
+        assert SharedMemoryBackend(path).sets > 0
+        server.on_exit(SimpleNamespace())
+
+    @pytest.mark.parametrize("overrides", [{"web_concurrency": 1}, {"redis_url": "redis://127.0.0.1:1/0"}])
+    def test_one_worker_or_redis_gets_none(self, overrides: dict[str, Any]) -> None:
+        """One worker decides alone; with Redis the buckets are in Redis: no table, nothing exported."""
+        server = hooks(**overrides)
+        server.on_starting(SimpleNamespace(num_workers=overrides.get("web_concurrency", 2)))
+        assert SHARED_FILE_ENV not in os.environ
+        assert server.runtime.settings.rate_limit_shared_file == ""
+        server.on_exit(SimpleNamespace())
 
 
 class TestWorkerExit:
