@@ -26,7 +26,7 @@ import asyncio
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .decision import Decision
 from .rate import Rate
@@ -78,8 +78,6 @@ class LocalShareBackend:
         self._clock = clock
         self._leases: OrderedDict[str, Lease] = OrderedDict()
         self._sizes: dict[tuple[Rate, ...], int] = {}
-        # The remote's decide with the keyword every backend takes (``force``), whatever its stub says.
-        self._remote_decide: Callable[..., Awaitable[Decision]] = remote.decide
 
     def share_of(self, rates: Sequence[Rate]) -> int:
         """``S``: the tokens one reservation takes for a policy of ``rates``."""
@@ -97,7 +95,7 @@ class LocalShareBackend:
         """Take ``cost`` tokens of ``key`` from this process's share, reserving a new share when it is spent."""
         if force:
             self._leases.pop(key, None)  # the debt must be seen by the next decision, not hidden by a lease
-            return await self._remote_decide(key, rates, cost, force=True)
+            return await self.remote.decide(key, rates, cost, force=True)
         share = self.share_of(rates)
         if share <= cost:
             return await self.remote.decide(key, rates, cost)

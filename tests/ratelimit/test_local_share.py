@@ -120,6 +120,26 @@ class TestOneProcess:
         await limiter.close()
 
     @in_loop
+    async def test_a_forced_spend_goes_to_redis_and_its_debt_refuses_the_next_decision(
+        self, redis: RedisServer, metrics: RateLimitMetrics
+    ) -> None:
+        """A charge after the fact is spent in Redis at once (the process's lease dropped), so the
+        bucket's debt refuses this process's next decision and every other process's."""
+        limiter, _ = shared_limiter(redis, metrics, 0.05)
+        await limiter.warm_up()
+        policy = Policy.build("hot", "1000/minute")
+        assert (await limiter.hit(policy, "k")).allowed
+        before = scripts(redis)
+        charged = await limiter.hit(policy, "k", cost=5000, force=True)
+        assert not charged.allowed  # it did not fit: the bucket is in debt now
+        assert scripts(redis) - before == 1
+        assert not (await limiter.hit(policy, "k")).allowed
+        other, _ = shared_limiter(redis, metrics, 0.05)
+        assert not (await other.hit(policy, "k")).allowed
+        await limiter.close()
+        await other.close()
+
+    @in_loop
     async def test_a_share_no_larger_than_the_cost_asks_redis_every_time(
         self, redis: RedisServer, metrics: RateLimitMetrics
     ) -> None:
