@@ -29,6 +29,7 @@ def _factories() -> list[Factory]:
     from . import health, loop, request_ids
     from .logging import access
     from .metrics import component as metrics
+    from .overload import component as overload
     from .ratelimit import component as ratelimit
     from .tracing import component as tracing
 
@@ -37,6 +38,7 @@ def _factories() -> list[Factory]:
         health.create_component,
         tracing.create_component,
         metrics.create_component,
+        overload.create_component,  # its gate first: a shed request costs no rate-limit round trip
         ratelimit.create_component,
         loop.create_component,
         access.create_component,

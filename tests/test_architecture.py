@@ -101,7 +101,14 @@ class TestDependencies:
 
     def test_features_do_not_import_each_other(self) -> None:
         """A feature package imports the core, never another feature's modules."""
-        features = {"opskit.tracing", "opskit.ratelimit", "opskit.logging", "opskit.serving", "opskit.loop"}
+        features = {
+            "opskit.tracing",
+            "opskit.ratelimit",
+            "opskit.logging",
+            "opskit.serving",
+            "opskit.loop",
+            "opskit.overload",
+        }
         allowed = {"opskit.serving": {"opskit.logging", "opskit.tracing"}}  # the server flushes both at exit
         for path in PACKAGE.rglob("*.py"):
             module = _module_name(path)

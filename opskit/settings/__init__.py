@@ -17,6 +17,7 @@ from ._base import ENV_PREFIX, ConfigError
 from .core import CoreSettings
 from .loop import LoopSettings
 from .metrics import MetricsSettings
+from .overload import OverloadSettings
 from .ratelimit import RateLimitSettings
 from .serving import ServingSettings
 from .tracing import TracingSettings
@@ -24,7 +25,15 @@ from .tracing import TracingSettings
 __all__ = ["ConfigError", "Settings", "env_name", "env_vars", "load_settings"]
 
 
-class Settings(LoopSettings, ServingSettings, RateLimitSettings, TracingSettings, MetricsSettings, CoreSettings):
+class Settings(
+    OverloadSettings,
+    LoopSettings,
+    ServingSettings,
+    RateLimitSettings,
+    TracingSettings,
+    MetricsSettings,
+    CoreSettings,
+):
     """Every opskit setting. Build it with :func:`load_settings` to get readable errors."""
 
 
