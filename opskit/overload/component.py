@@ -69,9 +69,9 @@ class OverloadComponent(Component):
 
     limit: Limit | None = None
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, metrics: OverloadMetrics | None = None) -> None:
         settings = runtime.settings
-        self.metrics = OverloadMetrics(runtime.registry)
+        self.metrics = metrics if metrics is not None else OverloadMetrics(runtime.registry)
         self.saturation = Saturation(load_readings(runtime))
         self.in_flight = 0
         self._ready_below = settings.readiness_max_saturation
@@ -114,8 +114,8 @@ class OverloadComponent(Component):
 class QueueTimeComponent(OverloadComponent):
     """:class:`OverloadComponent` plus the queue time of requests a trusted proxy stamped."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__(runtime)
+    def __init__(self, runtime: Runtime, metrics: OverloadMetrics | None = None) -> None:
+        super().__init__(runtime, metrics)
         self._header = runtime.settings.queue_time_header.lower().encode("ascii")
         self._proxies = runtime.proxies
         self._queue = self.metrics.queue.labels()
@@ -135,8 +135,8 @@ class QueueTimeComponent(OverloadComponent):
 class SheddingComponent(OverloadComponent):
     """:class:`OverloadComponent` plus the concurrency cap: the ``admit`` gate and its release."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        super().__init__(runtime)
+    def __init__(self, runtime: Runtime, metrics: OverloadMetrics | None = None) -> None:
+        super().__init__(runtime, metrics)
         settings = runtime.settings
         if settings.max_in_flight == "auto":
             self.limit = AdaptiveLimit(
