@@ -32,8 +32,8 @@ class OverloadSettings(SettingsSection):
         2.0,
         ge=1.1,
         le=100,
-        description="`auto` lowers the cap when a request takes longer than this many times the fastest "
-        "recent one (the latency of an unloaded worker).",
+        description="`auto` lowers the cap when recent requests take on average more than this many times "
+        "the latency of requests that found the worker not queueing.",
     )
     overload_retry_after: int = Field(
         1, ge=1, le=3600, description="Seconds in the `Retry-After` header of a shed request's 503."
