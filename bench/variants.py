@@ -12,7 +12,7 @@ from typing import Literal
 Family = Literal["bare", "opskit", "peer", "reference"]
 Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis"]
 
-OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
+OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime", "overload")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,13 @@ VARIANTS: tuple[Variant, ...] = (
         "opskit",
         "opskit, runtime health only (loop lag, blocked-loop watchdog, thread pool, background tasks)",
         {"runtime"},
+        set(),
+    ),
+    _v(
+        "opskit-overload",
+        "opskit",
+        "opskit, overload protection only (a concurrency cap never reached, the saturation gauge)",
+        {"overload"},
         set(),
     ),
     _v(

@@ -160,6 +160,11 @@ class SheddingComponent(OverloadComponent):
             return self._answer
         self.in_flight = in_flight + 1
         ex.state[_ADMITTED] = in_flight
+        # The requests the server read in the same loop iteration are tasks queued behind this one.
+        # A route that never awaits would otherwise finish before the next is even counted (in
+        # flight would never exceed 1): one yield lets each of them take its slot, or be shed,
+        # before any of them runs.
+        await asyncio.sleep(0)
         return None
 
     def request_closed(self, ex: Exchange) -> None:

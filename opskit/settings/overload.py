@@ -24,16 +24,16 @@ class OverloadSettings(SettingsSection):
         "(health probes and `/metrics` are never shed). `0`: no cap; `auto`: a cap adapted from measured "
         "latency between `OPSKIT_MAX_IN_FLIGHT_MIN` and `OPSKIT_MAX_IN_FLIGHT_MAX`.",
     )
-    max_in_flight_min: int = Field(2, ge=1, le=100_000, description="Lowest cap `OPSKIT_MAX_IN_FLIGHT=auto` may set.")
+    max_in_flight_min: int = Field(1, ge=1, le=100_000, description="Lowest cap `OPSKIT_MAX_IN_FLIGHT=auto` may set.")
     max_in_flight_max: int = Field(
-        200, ge=1, le=100_000, description="Highest cap `OPSKIT_MAX_IN_FLIGHT=auto` may set (it starts at 10)."
+        200, ge=1, le=100_000, description="Highest cap `OPSKIT_MAX_IN_FLIGHT=auto` may set, and where it starts."
     )
     max_in_flight_tolerance: float = Field(
-        2.0,
-        ge=1.1,
+        1.4,
+        ge=1.05,
         le=100,
         description="`auto` lowers the cap when recent requests take on average more than this many times "
-        "the latency of requests that found the worker not queueing.",
+        "as long as requests that found the worker empty.",
     )
     overload_retry_after: int = Field(
         1, ge=1, le=3600, description="Seconds in the `Retry-After` header of a shed request's 503."

@@ -113,12 +113,12 @@ class TestShedding:
         assert component.reason == "adaptive_limit"
         limit: Any = component.limit
         failed, left, fine = exchange(rt), exchange(rt), exchange(rt)
-        for ex in (failed, left, fine):
-            asyncio.run(component.admit(ex))
         failed.status, left.status, left.disconnected, fine.status = 500, 200, True, 200
-        component.request_closed(failed)
-        component.request_closed(left)
+        for ex in (failed, left):  # each finds the worker empty: would be the baseline if measured
+            asyncio.run(component.admit(ex))
+            component.request_closed(ex)
         assert limit.baseline is None
+        asyncio.run(component.admit(fine))
         component.request_closed(fine)
         assert limit.baseline is not None
         assert component.in_flight == 0

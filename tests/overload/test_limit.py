@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from opskit.overload import AdaptiveLimit, FixedLimit
 
-SERVICE = 0.02  # seconds of event-loop time per request: n in flight take n times as long
+SERVICE = 0.02  # seconds of event-loop time per request
 
 
-def overloaded(limit: AdaptiveLimit, rounds: int, service: float = SERVICE, *, queueing: bool = True) -> list[int]:
-    """Offer more than the worker serves: every slot is always taken. Returns the cap after each round."""
+def loop_bound(limit: AdaptiveLimit, rounds: int, service: float = SERVICE) -> list[int]:
+    """More offered than served, by a route that holds the loop: the requests admitted together take
+    turns, the i-th finishing after i services. Returns the cap after each batch."""
     caps = []
     for _ in range(rounds):
         cap = limit.cap
-        for _ in range(cap):
-            limit.completed(service * cap if queueing else service, cap - 1)
+        for position in range(cap):
+            limit.completed(service * (position + 1), position)
         caps.append(limit.cap)
     return caps
 
 
-def light(limit: AdaptiveLimit, n: int, service: float = SERVICE) -> None:
-    """Requests that find the worker idle."""
-    for _ in range(n):
-        limit.completed(service, 0)
+def io_bound(limit: AdaptiveLimit, rounds: int, service: float = SERVICE) -> list[int]:
+    """Every slot always taken by requests whose latency does not grow with concurrency (they await I/O)."""
+    caps = []
+    for _ in range(rounds):
+        cap = limit.cap
+        for position in range(cap):
+            limit.completed(service, position)
+        caps.append(limit.cap)
+    return caps
 
 
 class TestFixedLimit:
@@ -35,62 +41,81 @@ class TestFixedLimit:
 
 
 class TestAdaptiveLimit:
-    def test_starts_at_ten_within_bounds(self) -> None:
-        """It starts at 10, clamped into the configured bounds."""
-        assert AdaptiveLimit(2, 200, 2.0).cap == 10
-        assert AdaptiveLimit(20, 200, 2.0).cap == 20
-        assert AdaptiveLimit(1, 5, 2.0).cap == 5
+    def test_starts_permissive_at_its_upper_bound(self) -> None:
+        """It starts where no evidence is needed to serve everything: the upper bound."""
+        assert AdaptiveLimit(1, 200, 1.4).cap == 200
+        assert AdaptiveLimit(1, 200, 1.4, start=10).cap == 10
+        assert AdaptiveLimit(20, 200, 1.4, start=5).cap == 20
 
-    def test_queueing_latency_brings_the_cap_down_to_what_the_worker_serves(self) -> None:
-        """A loop-bound worker (latency grows with requests in flight) settles at 2 or 3 in flight, the
-        tolerance of twice the unloaded latency, and stays there."""
-        limit = AdaptiveLimit(2, 200, 2.0)
-        light(limit, 20)
+    def test_a_route_that_holds_the_loop_settles_at_one_or_two(self) -> None:
+        """Requests that can only take turns gain nothing from concurrency: from 200 the cap falls within
+        the first batch, at most halving per round of 20, and then mostly stays at 1, probing 2 now and then."""
+        limit = AdaptiveLimit(1, 200, 1.4)
+        first = AdaptiveLimit(1, 200, 1.4)
+        for position in range(20):
+            first.completed(SERVICE * (position + 1), position)
+        assert first.cap == 10  # the round's peak concurrency (20), halved
+        caps = loop_bound(limit, 600)
+        assert caps[0] == 1
+        assert set(caps[-400:]) <= {1, 2}
+        assert caps[-400:].count(1) > 0.9 * 400
         assert limit.baseline is not None and abs(limit.baseline - SERVICE) < 1e-9
-        caps = overloaded(limit, 200)
-        assert caps[0] < 10
-        assert set(caps[-100:]) <= {2, 3}
 
-    def test_a_worker_that_does_not_queue_grows_to_its_upper_bound(self) -> None:
-        """Latency that stays flat while every slot is taken (I/O-bound work) lets the cap grow, by one a round."""
-        limit = AdaptiveLimit(2, 50, 2.0)
-        light(limit, 20)
-        caps = overloaded(limit, 100, queueing=False)
-        assert caps[:3] == [11, 12, 13]
-        assert caps[-1] == 50
+    def test_io_bound_work_keeps_a_high_cap(self) -> None:
+        """Latency flat as concurrency grows: never lowered, and grown by one per probe up to the bound."""
+        limit = AdaptiveLimit(1, 30, 1.4, start=20)
+        caps = io_bound(limit, 200)
+        assert caps == sorted(caps)
+        assert caps[-1] == 30
+
+    def test_growth_is_slow_probing(self) -> None:
+        """A step up needs 100 requests within the tolerance (at least a round's worth) with half the cap in use."""
+        limit = AdaptiveLimit(1, 200, 1.4, start=10)
+        for _ in range(99):
+            limit.completed(SERVICE, 9)
+        assert limit.cap == 10
+        limit.completed(SERVICE, 9)
+        assert limit.cap == 11
 
     def test_an_unused_cap_does_not_grow(self) -> None:
         """No evidence that more would be fine: requests that never take half the cap leave it alone."""
-        limit = AdaptiveLimit(2, 200, 2.0)
+        limit = AdaptiveLimit(1, 200, 1.4, start=10)
         for _ in range(1000):
-            limit.completed(SERVICE, 3)  # 4 in flight of 10
+            limit.completed(SERVICE, 0 if _ % 2 else 3)  # at most 4 in flight of 10
         assert limit.cap == 10
 
     def test_never_below_the_lower_bound(self) -> None:
         """Even a latency far beyond the tolerance holds the cap at its lower bound."""
-        limit = AdaptiveLimit(4, 200, 2.0)
-        light(limit, 20)
-        for _ in range(100):
-            for _ in range(limit.cap):
-                limit.completed(100.0, limit.cap - 1)
+        limit = AdaptiveLimit(4, 200, 1.4)
+        limit.completed(SERVICE, 0)
+        for _ in range(2000):
+            limit.completed(100.0, limit.cap - 1)
         assert limit.cap == 4
 
     def test_one_slow_request_moves_nothing(self) -> None:
         """The decision is on the mean of a round: one slow request among fast ones is no overload."""
-        limit = AdaptiveLimit(2, 200, 2.0)
-        light(limit, 20)
-        limit.completed(SERVICE * 10, 9)
-        for _ in range(9):
+        limit = AdaptiveLimit(1, 200, 1.4, start=10)
+        limit.completed(SERVICE, 0)
+        limit.completed(SERVICE * 3, 9)
+        for _ in range(8):
             limit.completed(SERVICE, 9)
-        assert limit.cap == 11
+        assert limit.cap == 10
+
+    def test_without_a_baseline_nothing_is_lowered(self) -> None:
+        """A worker that is never empty has no latency to compare with: it keeps its cap."""
+        limit = AdaptiveLimit(1, 50, 1.4, start=50)
+        for _ in range(1000):
+            limit.completed(5.0, 20)
+        assert limit.baseline is None
+        assert limit.cap == 50
 
     def test_a_slower_app_is_learnt_once_the_cap_is_low(self) -> None:
-        """When the app itself becomes 5x slower, the cap falls; lightly loaded requests at the low cap
-        then teach the new baseline and the cap grows again where latency no longer queues."""
-        limit = AdaptiveLimit(2, 50, 2.0)
-        light(limit, 20)
-        overloaded(limit, 50, service=SERVICE * 5, queueing=False)
-        assert limit.cap == 2
-        light(limit, 100, service=SERVICE * 5)
-        caps = overloaded(limit, 60, service=SERVICE * 5, queueing=False)
-        assert caps[-1] == 50
+        """When the app itself becomes 5x slower the cap falls; at the low cap the worker is often empty,
+        the baseline follows, and the cap grows back where latency no longer queues."""
+        limit = AdaptiveLimit(1, 20, 1.4, start=20)
+        io_bound(limit, 10)
+        assert limit.cap == 20
+        io_bound(limit, 10, service=SERVICE * 5)
+        assert limit.cap < 5
+        caps = io_bound(limit, 2000, service=SERVICE * 5)
+        assert caps[-1] == 20
