@@ -194,6 +194,19 @@ class TestHooks:
             expected |= {"admit", "request_closed"}
         assert hooks == expected
 
+    def test_the_gauge_alone_keeps_the_lean_path(self) -> None:
+        """Request IDs plus the default overload feature (no cap, no proxy): the middleware still skips the Exchange."""
+        from opskit.middleware import OpskitMiddleware
+
+        app = FastAPI()
+        off = {f"{f}_enabled": False for f in ("logging", "metrics", "tracing", "ratelimit", "runtime")}
+        stack = opskit.instrument(app, **off).build_middleware_stack()
+        assert isinstance(stack, OpskitMiddleware)
+        assert any(isinstance(c, OverloadComponent) for c in stack.components)
+        assert stack._lean
+        capped = opskit.instrument(FastAPI(), **off, max_in_flight=5).build_middleware_stack()
+        assert isinstance(capped, OpskitMiddleware) and not capped._lean
+
     def test_switched_off(self) -> None:
         assert create_component(runtime(overload_enabled=False)) is None
 
