@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
+from structlog.testing import capture_logs
 
 import opskit
 from opskit import health
@@ -96,6 +97,19 @@ class TestShedding:
         component.request_closed(first)
         assert component.in_flight == 1
         assert asyncio.run(component.admit(exchange(rt))) is None
+
+    def test_shedding_is_logged_at_a_bounded_rate(self, registry: Registry) -> None:
+        """A storm of shed requests writes one warning (with the cap), not one line each."""
+        rt = runtime(max_in_flight=1)
+        component = SheddingComponent(rt, OverloadMetrics(registry))
+        asyncio.run(component.admit(exchange(rt)))
+        with capture_logs() as logs:
+            for _ in range(50):
+                assert asyncio.run(component.admit(exchange(rt))) is not None
+        lines = [e for e in logs if e["event"].startswith("shedding requests")]
+        assert len(lines) == 1
+        assert lines[0]["cap"] == 1 and lines[0]["log_level"] == "warning"
+        assert value(registry, "opskit_requests_shed_total", reason="max_in_flight") == 50
 
     def test_probe_and_metrics_paths_are_never_shed(self, registry: Registry) -> None:
         """Even served by the app itself (health feature off), the probe and metrics paths pass a full worker."""
