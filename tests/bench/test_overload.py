@@ -57,12 +57,15 @@ class TestVerdicts:
 @pytest.mark.slow
 class TestAgainstARealWorker:
     def test_a_capped_loop_bound_worker_sheds_over_keep_alive_connections(self) -> None:
-        """uvloop, cap 1, a route holding the loop 20 ms, offered about 3x its capacity: both answers
-        come back (200 and 503) and nothing else; one caller at a time is never shed."""
+        """uvloop, cap 1, a route holding the loop 20 ms, offered about 3x its capacity: some requests are
+        served, some shed, no connection breaks (a loaded machine may still see some given up); one caller
+        at a time is never shed."""
         env = {"BENCH_BUSY_MS": "20", "BENCH_MAX_IN_FLIGHT": "1", "OPSKIT_LOGGING_ENABLED": "false"}
         with private_redis(cpu=None) as redis, app_server(BY_NAME["opskit-overload"], redis.url, env=env) as server:
             alone = asyncio.run(closed_loop(server.port, 1, 1.0))
             # Settled: uvloop takes one new connection per loop iteration, so the pool fills up first.
             offered = asyncio.run(offer(server.port, 150.0, 1.0, settle=3.0))
         assert {o.status for o in alone} == {200}
-        assert set(Counter(o.status for o in offered)) == {200, 503}
+        statuses = Counter(o.status for o in offered)
+        assert statuses[200] and statuses[503]
+        assert set(statuses) <= {200, 503, 0}
