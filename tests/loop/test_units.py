@@ -308,8 +308,9 @@ class TestLoopBusyShare:
 
         loaded, idle = asyncio.run(main())
         registry.close()
-        assert loaded > 0.6
-        assert idle < 0.3
+        # However loaded the machine (the spin counts CPU time, the share wall time), the difference shows.
+        assert loaded > 0.3
+        assert idle < loaded / 2
 
 
 class TestThreadPoolReadings:
