@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from bench import extras, instructions, machine, profile, report, runner
+from bench import extras, instructions, machine, overload, profile, report, runner
 from bench.processes import RedisServer
 from bench.servers import LOAD_CPU, Unavailable, private_redis
 from bench.variants import BY_NAME, Variant, select
@@ -53,12 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"comma-separated subset (bare is always added); known: {', '.join(BY_NAME)}",
     )
-    parser.add_argument("--no-extras", action="store_true", help="skip gunicorn scaling, scrape and limiter runs")
+    parser.add_argument(
+        "--no-extras", action="store_true", help="skip gunicorn scaling, scrape, limiter and overload runs"
+    )
     parser.add_argument(
         "--extras-duration",
         type=float,
         default=EXTRAS_DURATION,
-        help=f"seconds per run of the gunicorn scaling, scrape and limiter runs (default {EXTRAS_DURATION:g})",
+        help=f"seconds per run of the scaling, scrape, limiter and overload runs (default {EXTRAS_DURATION:g})",
     )
     parser.add_argument(
         "--extras-warmup",
@@ -105,6 +107,12 @@ def run_extras(result: report.Report, redis: RedisServer, options: runner.Option
     attempt("gunicorn scaling", scaling)
     attempt("/metrics scrape", scrape)
     attempt("limiter vs EVALSHA", limiter)
+
+    def overloaded() -> None:
+        result.overload = overload.measure(redis.url, duration=options.duration, pin=options.pin)
+
+    if "opskit-overload" in statuses:
+        attempt("overload", overloaded)
     unmet = report.unmet_targets(result)
     bare_row = result.row("bare")
     baseline: list[tuple[str, float]] = []

@@ -130,6 +130,9 @@ def instrument_opskit(app: FastAPI, features: frozenset[str]) -> None:
     if "otlp_logs" in features:
         otlp["logs_exporter"] = "otlp"
     switches.update(limiter_backend(features))
+    if "overload" in features:
+        # A cap the table's load never reaches: the gate and its release run on every request.
+        switches["max_in_flight"] = os.environ.get("BENCH_MAX_IN_FLIGHT") or "10000"
     try:
         instrument(app, **switches, **otlp)
     except Exception as exc:
@@ -339,11 +342,25 @@ def build(variant: Variant, *, redis_url: str, extra_routes: int = 0) -> FastAPI
     return app
 
 
+def add_busy_route(app: FastAPI, milliseconds: float) -> None:
+    """``GET /busy``: ``milliseconds`` of event-loop time in one go (CPU on the loop's thread, no await)."""
+
+    @app.get("/busy")
+    async def busy() -> dict[str, bool]:
+        end = time.thread_time() + milliseconds / 1000
+        while time.thread_time() < end:
+            pass
+        return {"busy": True}
+
+
 def create() -> FastAPI:
-    """The uvicorn/gunicorn factory: the variant named by ``BENCH_VARIANT``."""
+    """The uvicorn/gunicorn factory: the variant named by ``BENCH_VARIANT`` (``/busy`` with ``BENCH_BUSY_MS``)."""
     variant = BY_NAME[os.environ["BENCH_VARIANT"]]
-    return build(
+    app = build(
         variant,
         redis_url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
         extra_routes=int(os.environ.get("BENCH_ROUTES", "0")),
     )
+    if os.environ.get("BENCH_BUSY_MS"):
+        add_busy_route(app, float(os.environ["BENCH_BUSY_MS"]))
+    return app

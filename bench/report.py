@@ -11,6 +11,8 @@ from typing import Literal
 from bench.extras import SCRAPE_ROUTES, SCRAPE_WORKERS, LimiterCost, Scaling, Scrape
 from bench.instructions import BASE_REQUESTS, CONNECTIONS, WARMUP_REQUESTS, InstructionCount
 from bench.machine import BUSY_THRESHOLD, Machine, git_commit, versions
+from bench.overload import Overload
+from bench.overload import section as overload_section
 from bench.runner import Options, Spread, Summary
 from bench.servers import LIMITER_TIMEOUT
 from bench.variants import ALL_ON_MAX_P99_FACTOR, SCALING_TARGET, TARGETS, Target
@@ -31,6 +33,7 @@ class Report:
     scaling: list[Scaling] = field(default_factory=list)
     scrapes: list[Scrape] = field(default_factory=list)
     limiter: LimiterCost | None = None
+    overload: Overload | None = None
     started: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc))
     profiles: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
@@ -470,6 +473,7 @@ def render(report: Report) -> str:
         *scaling_section(report),
         *scrape_section(report),
         *limiter_section(report),
+        *overload_section(report.overload),
     ]
     if report.failures:
         lines += ["## Measurements that failed", "", *(f"- {failure}" for failure in report.failures), ""]

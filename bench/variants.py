@@ -12,7 +12,7 @@ from typing import Literal
 Family = Literal["bare", "opskit", "peer", "reference"]
 Evidence = Literal["request_id", "access_log", "metrics", "spans", "redis", "otlp", "redis_share", "shared_table"]
 
-OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime")
+OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "health", "runtime", "overload")
 #: Settings a variant's extra features turn on (they cost something when set, so "opskit-all" leaves them unset).
 OPSKIT_EXTRAS: dict[str, dict[str, object]] = {
     "labels": {"metrics_labels": ("tenant", "plan")},
@@ -100,6 +100,13 @@ VARIANTS: tuple[Variant, ...] = (
         "opskit, JSON access log, every line also as an OTLP log record",
         {"logging", "otlp_logs"},
         {"access_log", "otlp"},
+    ),
+    _v(
+        "opskit-overload",
+        "opskit",
+        "opskit, overload protection only (a concurrency cap never reached, the saturation gauge)",
+        {"overload"},
+        set(),
     ),
     _v(
         "opskit-all",

@@ -13,7 +13,10 @@ from starlette.types import Scope
 if TYPE_CHECKING:
     from .settings import Settings
 
-__all__ = ["ProxyResolver", "server_proxy_headers", "trusted_peers"]
+__all__ = ["PEER_KEY", "ProxyResolver", "server_proxy_headers", "trusted_peers"]
+
+#: The scope key keeping the TCP peer of a request whose client :meth:`ProxyResolver.forward` replaced.
+PEER_KEY = "opskit.peer"
 
 _SCHEMES = {"http": ("http", "ws"), "https": ("https", "wss")}
 
@@ -83,6 +86,13 @@ class ProxyResolver:
             self._trusted_cache[address] = cached
         return cached
 
+    def via_trusted_proxy(self, scope: Scope) -> bool:
+        """Whether the TCP peer of ``scope`` is a trusted proxy (also after :meth:`forward` replaced the client)."""
+        if not self._networks:
+            return False
+        peer = scope.get(PEER_KEY) or scope.get("client")
+        return peer is not None and self.is_trusted(peer[0])
+
     def client(self, scope: Scope) -> str | None:
         """The client address of ``scope`` (the peer, unless a trusted proxy forwarded it)."""
         peer = scope.get("client")
@@ -115,6 +125,7 @@ class ProxyResolver:
             return
         client = self.client(scope)
         if client is not None and client != peer[0]:
+            scope[PEER_KEY] = peer
             scope["client"] = (client, 0)
         proto: bytes | None = None
         for name, value in scope.get("headers", ()):

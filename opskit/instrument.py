@@ -31,6 +31,7 @@ def _factories() -> list[Factory]:
     from .logging import otlp as otlp_logs
     from .metrics import component as metrics
     from .metrics import otlp as otlp_metrics
+    from .overload import component as overload
     from .ratelimit import component as ratelimit
     from .tracing import component as tracing
 
@@ -40,6 +41,7 @@ def _factories() -> list[Factory]:
         tracing.create_component,
         metrics.create_component,
         otlp_metrics.create_component,
+        overload.create_component,  # its gate first: a shed request costs no rate-limit round trip
         ratelimit.create_component,
         loop.create_component,
         access.create_component,

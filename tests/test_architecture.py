@@ -101,7 +101,14 @@ class TestDependencies:
 
     def test_features_do_not_import_each_other(self) -> None:
         """A feature package imports the core, never another feature's modules."""
-        features = {"opskit.tracing", "opskit.ratelimit", "opskit.logging", "opskit.serving", "opskit.loop"}
+        features = {
+            "opskit.tracing",
+            "opskit.ratelimit",
+            "opskit.logging",
+            "opskit.serving",
+            "opskit.loop",
+            "opskit.overload",
+        }
         # The server flushes logs and spans at exit, and makes the workers' shared rate-limit table before forking.
         allowed = {"opskit.serving": {"opskit.logging", "opskit.tracing", "opskit.ratelimit"}}
         for path in PACKAGE.rglob("*.py"):

@@ -45,6 +45,7 @@ REQUEST_ID_ONLY = {
     "tracing_enabled": False,
     "ratelimit_enabled": False,
     "runtime_enabled": False,
+    "overload_enabled": False,
 }
 
 

@@ -7,6 +7,8 @@ sight of the request metrics. With ``OPSKIT_RUNTIME_ENABLED`` (the default) each
 * event-loop lag (``opskit_event_loop_lag_seconds``), from a timer the loop runs for itself;
 * blocks: a watchdog thread writes one warning with the blocking stack, route and request ID when
   the loop stays away longer than ``OPSKIT_RUNTIME_BLOCKED_THRESHOLD`` (``opskit_event_loop_blocked_*``);
+* the loop's busy share, the part of the wall time it spent running callbacks
+  (``opskit_event_loop_busy_ratio``);
 * the thread pool's busy threads, waiting calls, size and waits (``opskit_threadpool_*``);
 * each BackgroundTask's duration and failures, as a child span of the request's span with tracing
   (``opskit_background_task_*``).
@@ -20,6 +22,7 @@ from ..component import Component
 from ..runtime import Runtime
 from .background import BackgroundTaskRecorder, task_name
 from .budget import LineBudget
+from .busy import LoopBusyShare
 from .component import LoopComponent
 from .labels import BoundedLabels
 from .lag import LagProbe
@@ -34,6 +37,7 @@ __all__ = [
     "Culprit",
     "LagProbe",
     "LineBudget",
+    "LoopBusyShare",
     "LoopComponent",
     "LoopMetrics",
     "ThreadPoolMonitor",

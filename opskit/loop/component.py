@@ -13,10 +13,12 @@ import os
 import weakref
 
 from ..component import Component
+from ..load import load_readings
 from ..routes import RouteTemplates
 from ..runtime import Runtime
 from . import background
 from .budget import LineBudget, logger
+from .busy import LoopBusyShare
 from .lag import LagProbe
 from .metrics import LoopMetrics
 from .threadpool import ThreadPoolMonitor
@@ -35,17 +37,20 @@ class LoopComponent(Component):
         self.metrics = metrics if metrics is not None else LoopMetrics(runtime.registry)
         budget = LineBudget(settings.runtime_warnings_per_minute)
         threshold = settings.runtime_blocked_threshold
+        readings = load_readings(runtime)
+        self.busy = LoopBusyShare(settings.runtime_lag_interval, self.metrics.busy.labels(), readings)
         self.threadpool = ThreadPoolMonitor(
             self.metrics,
             size=settings.threadpool_size,
             saturated_after=settings.runtime_threadpool_saturated_threshold,
             budget=budget,
+            readings=readings,
         )
         self.probe = LagProbe(
             settings.runtime_lag_interval,
             self.metrics,
             late_after=threshold if threshold > 0 else float("inf"),
-            samplers=(self.threadpool.sample,),
+            samplers=(self.threadpool.sample, self.busy.sample),
         )
         self.watchdog: Watchdog | None = None
         if threshold > 0:
@@ -71,6 +76,7 @@ class LoopComponent(Component):
             self.threadpool.start()
         except Exception as exc:  # an anyio without this API: the rest still works
             logger().warning("thread pool not instrumented", exc_info=exc)
+        self.busy.reset()
         self.probe.start(loop)
         if self.watchdog is not None:
             self.watchdog.start(loop)
@@ -89,6 +95,7 @@ def _after_fork_in_child() -> None:
         if component.watchdog is not None:
             component.watchdog.forget()
         component.probe.due = None
+        component.busy.reset()
     _running.clear()
 
 

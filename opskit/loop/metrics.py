@@ -35,6 +35,11 @@ class LoopMetrics:
             "The latest event-loop lag; while the loop is blocked, how long it has been (worst worker).",
             mode="max",
         )
+        self.busy = registry.gauge(
+            "opskit_event_loop_busy_ratio",
+            "Share of wall time the event loop was busy running callbacks (0..1, about a second; worst worker).",
+            mode="max",
+        )
         self.blocked = registry.counter(
             "opskit_event_loop_blocked_total",
             "Times the event loop stayed busy longer than the threshold, by the route whose code ran.",

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from time import monotonic, perf_counter
 from typing import Any
 
+from ..load import LoadReadings
 from .budget import LineBudget, logger
 from .metrics import LoopMetrics
 
@@ -71,8 +72,17 @@ def measure_waits(limiter: Any, observe: Callable[[float], None]) -> bool:
 class ThreadPoolMonitor:
     """Samples the default limiter of the loop it was started on; warns once per saturation."""
 
-    def __init__(self, metrics: LoopMetrics, *, size: int | None, saturated_after: float, budget: LineBudget) -> None:
+    def __init__(
+        self,
+        metrics: LoopMetrics,
+        *,
+        size: int | None,
+        saturated_after: float,
+        budget: LineBudget,
+        readings: LoadReadings | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._readings = readings
         self._size = size
         self._saturated_after = saturated_after
         self._budget = budget
@@ -108,6 +118,8 @@ class ThreadPoolMonitor:
         # Calls wait only when every token is out: the statistics (a tuple of borrowers) only then.
         waiting = limiter.statistics().tasks_waiting if busy >= size else 0
         values = (float(busy), float(waiting), float(size))
+        if self._readings is not None:
+            self._readings.pool_busy, self._readings.pool_size = busy, size
         if values != self._last:
             self._last = values
             self._busy.set(values[0])

@@ -18,6 +18,7 @@ from .core import CoreSettings
 from .loop import LoopSettings
 from .metrics import MetricsSettings
 from .otlp import OtlpSettings
+from .overload import OverloadSettings
 from .ratelimit import RateLimitSettings
 from .serving import ServingSettings
 from .signals import SignalSettings
@@ -29,6 +30,7 @@ __all__ = ["ConfigError", "Settings", "env_name", "env_vars", "load_settings"]
 class Settings(
     SignalSettings,
     OtlpSettings,
+    OverloadSettings,
     LoopSettings,
     ServingSettings,
     RateLimitSettings,

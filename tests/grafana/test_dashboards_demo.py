@@ -70,6 +70,7 @@ def _drive(base: str, seconds: float) -> set[int]:
     deadline = time.monotonic() + seconds
     with httpx.Client(base_url=base, timeout=10) as client, ThreadPoolExecutor(4) as pool:
         while time.monotonic() < deadline:
+            statuses.add(client.get("/items/1", headers={"X-Request-Start": f"t={time.time() - 0.01:.3f}"}).status_code)
             slow = pool.submit(client.get, "/slow", params={"seconds": "0.6"})
             for path in paths * 5:
                 # The server closes a connection whose request raised: /error gets a connection of its own.
@@ -94,6 +95,9 @@ def scraped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("metrics")),
         "OPSKIT_REDIS_URL": redis.url,
         "OPSKIT_RATE_LIMIT": "40/second burst=20",
+        # A cap the traffic never reaches, and the test client as the trusted load balancer stamping queue time.
+        "OPSKIT_MAX_IN_FLIGHT": "100",
+        "OPSKIT_TRUSTED_PROXIES": "127.0.0.1",
         "OTEL_SERVICE_NAME": "opskit-demo",
         "LOG_LEVEL": "warning",
     }

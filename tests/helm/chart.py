@@ -17,8 +17,12 @@ from tests.servers import ROOT, which
 CHART = ROOT / "helm" / "opskit"
 SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
 CRD_SCHEMAS = Path(__file__).parent / "crd_schemas"
-# The API versions of the CRDs the chart may render, as a cluster with prometheus-operator lists them.
-MONITORING_APIS = ("monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule")
+# The API versions of the CRDs the chart may render, as a cluster with prometheus-operator and KEDA lists them.
+MONITORING_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+    "keda.sh/v1alpha1/ScaledObject",
+)
 KUBERNETES_VERSION = "1.30"
 RELEASE = "shop"
 NAMESPACE = "apps"
@@ -98,4 +102,4 @@ def validate_custom_resource(manifest: Manifest) -> None:
     jsonschema.validate(manifest, _crd_schema(manifest["kind"]), cls=jsonschema.Draft202012Validator)
 
 
-CUSTOM_KINDS = ("ServiceMonitor", "PrometheusRule", "HTTPRoute")
+CUSTOM_KINDS = ("ServiceMonitor", "PrometheusRule", "HTTPRoute", "ScaledObject")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import importlib.util
+import math
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ import structlog
 from anyio import to_thread
 from structlog.testing import capture_logs
 
+from opskit.load import LoadReadings
 from opskit.loop import (
     BoundedLabels,
     LagProbe,
@@ -32,7 +34,9 @@ from opskit.loop import (
     measure_waits,
     task_name,
 )
+from opskit.loop.busy import LoopBusyShare
 from opskit.loop.stack import FRAMEWORK_PACKAGES
+from opskit.loop.threadpool import ThreadPoolMonitor
 from opskit.loop.watchdog import task_context, task_frame
 from opskit.metrics.registry import Registry
 from opskit.routes import RouteTemplates
@@ -235,6 +239,109 @@ class TestThreadPoolWaits:
                 await component.shutdown()
 
         assert asyncio.run(main()) == 7
+
+
+class FakeCpu:
+    """A CPU-time clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestLoopBusyShare:
+    def share(self, ticks: list[tuple[float, float]], smoothing: float = 1e-9) -> tuple[float | None, LoadReadings]:
+        """Feed ``(wall, cpu)`` advances between probe ticks of 50 ms; returns the share and the readings."""
+        registry = Registry(None)
+        readings = LoadReadings()
+        cpu = FakeCpu()
+        busy = LoopBusyShare(0.05, LoopMetrics(registry).busy.labels(), readings, smoothing=smoothing, cpu_clock=cpu)
+        now = 100.0
+        busy.sample(now)
+        for wall, used in ticks:
+            now += wall
+            cpu.now += used
+            busy.sample(now)
+        registry.close()
+        return busy.share, readings
+
+    def test_idle_loop_is_not_busy(self) -> None:
+        """Probes on time and no CPU spent: 0."""
+        assert self.share([(0.05, 0.0)] * 5)[0] == 0.0
+
+    def test_callbacks_on_the_cpu_count_as_busy(self) -> None:
+        """CPU time of the loop's thread over the wall time between probes."""
+        assert self.share([(0.06, 0.03)])[0] == pytest.approx(0.5)
+        assert self.share([(0.05, 0.05)])[0] == pytest.approx(1.0)
+
+    def test_a_loop_blocked_off_the_cpu_is_busy(self) -> None:
+        """A sleep in the loop burns no CPU, but the probe runs late by as long: that part counts as busy."""
+        assert self.share([(1.05, 0.0)])[0] == pytest.approx(1.0 / 1.05)
+
+    def test_smoothed_over_about_a_second_and_published(self) -> None:
+        """A second of full load after idle shows as about 63 %; the readings carry the same value."""
+        share, readings = self.share([(0.05, 0.0)] + [(0.05, 0.05)] * 20, smoothing=1.0)
+        assert share == pytest.approx(1 - math.exp(-1.0))
+        assert readings.loop_busy == share
+
+    def test_a_real_loop_busy_then_idle(self) -> None:
+        """On a real loop, callbacks that spin the CPU raise the share; an idle loop lowers it again."""
+        registry = Registry(None)
+        metrics = LoopMetrics(registry)
+        busy = LoopBusyShare(0.02, metrics.busy.labels(), smoothing=0.2)
+        probe = LagProbe(0.02, metrics, samplers=(busy.sample,))
+
+        async def main() -> tuple[float, float]:
+            probe.start(asyncio.get_running_loop())
+            end = time.monotonic() + 0.6
+            while time.monotonic() < end:
+                spin = time.thread_time() + 0.01
+                while time.thread_time() < spin:
+                    pass
+                await asyncio.sleep(0)
+            loaded = busy.share or 0.0
+            await asyncio.sleep(1.0)
+            probe.stop()
+            return loaded, busy.share or 0.0
+
+        loaded, idle = asyncio.run(main())
+        registry.close()
+        # However loaded the machine (the spin counts CPU time, the share wall time), the difference shows.
+        assert loaded > 0.3
+        assert idle < loaded / 2
+
+
+class TestThreadPoolReadings:
+    def test_the_monitor_publishes_busy_threads_and_size(self) -> None:
+        """Each sample leaves the pool's borrowed tokens and size in the shared readings."""
+        readings = LoadReadings()
+        registry = Registry(None)
+        monitor = ThreadPoolMonitor(
+            LoopMetrics(registry), size=4, saturated_after=60, budget=LineBudget(10), readings=readings
+        )
+
+        async def main() -> tuple[int | None, int | None]:
+            monitor.start()
+            started = threading.Event()
+            release = threading.Event()
+
+            def work() -> None:
+                started.set()
+                release.wait(5)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: to_thread.run_sync(work))
+                await to_thread.run_sync(started.wait, 5)
+                monitor.sample(time.monotonic())
+                seen = readings.pool_busy, readings.pool_size
+                release.set()
+            return seen
+
+        assert anyio.run(main) == (1, 4)
+        assert readings.pool_share == pytest.approx(0.25)
+        registry.close()
 
 
 class LoopInThread:

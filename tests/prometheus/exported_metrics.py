@@ -66,6 +66,13 @@ EXPORTED = (
     Metric("opskit_threadpool_wait_seconds", "histogram", ()),
     Metric("opskit_background_task_duration_seconds", "histogram", ("task",)),
     Metric("opskit_background_task_failures_total", "counter", ("task",)),
+    Metric("opskit_event_loop_busy_ratio", "gauge", ()),
+    Metric("opskit_requests_shed_total", "counter", ("reason",)),
+    Metric("opskit_in_flight_requests", "gauge", ()),
+    Metric("opskit_in_flight_limit", "gauge", ()),
+    Metric("opskit_saturation", "gauge", ()),
+    Metric("http_request_queue_seconds", "histogram", ()),
+    Metric("opskit_request_queue_time_ignored_total", "counter", ("reason",)),
 )
 
 EXTERNAL = (

@@ -63,6 +63,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The Secret holding OPSKIT_REDIS_URL, and its key; empty when Redis is off. */}}
 {{- define "opskit.redisSecretName" -}}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled both scale the Deployment: enable one (KEDA creates its own HPA)" }}
+{{- end }}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
+{{- fail (printf "keda.minReplicas (%v) must not exceed keda.maxReplicas (%v)" .Values.keda.minReplicas .Values.keda.maxReplicas) }}
+{{- end }}
 {{- if and (eq .Values.redis.mode "external") .Values.redis.external.existingSecret }}
 {{- .Values.redis.external.existingSecret }}
 {{- else if ne .Values.redis.mode "none" }}
@@ -71,6 +77,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "opskit.redisSecretKey" -}}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled both scale the Deployment: enable one (KEDA creates its own HPA)" }}
+{{- end }}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
+{{- fail (printf "keda.minReplicas (%v) must not exceed keda.maxReplicas (%v)" .Values.keda.minReplicas .Values.keda.maxReplicas) }}
+{{- end }}
 {{- if and (eq .Values.redis.mode "external") .Values.redis.external.existingSecret }}
 {{- .Values.redis.external.existingSecretKey }}
 {{- else }}
@@ -97,6 +109,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if or $force ($root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" $kind)) }}true{{ end }}
 {{- end }}
 
+{{/* "true" when the KEDA ScaledObject is rendered: enabled, and the cluster serves its API (or forced). */}}
+{{- define "opskit.keda" -}}
+{{- if and .Values.keda.enabled (or .Values.keda.force (.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject")) }}true{{ end }}
+{{- end }}
+
 {{/* Sanity rules values.schema.json cannot express (relations between values). */}}
 {{- define "opskit.validate" -}}
 {{- if and .Values.app.metricsPort (eq (int .Values.app.metricsPort) (int .Values.app.port)) }}
@@ -104,6 +121,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail (printf "autoscaling.minReplicas (%v) must not exceed autoscaling.maxReplicas (%v)" .Values.autoscaling.minReplicas .Values.autoscaling.maxReplicas) }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled both scale the Deployment: enable one (KEDA creates its own HPA)" }}
+{{- end }}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
+{{- fail (printf "keda.minReplicas (%v) must not exceed keda.maxReplicas (%v)" .Values.keda.minReplicas .Values.keda.maxReplicas) }}
 {{- end }}
 {{- if and (eq .Values.redis.mode "external") (not .Values.redis.external.url) (not .Values.redis.external.existingSecret) }}
 {{- fail "redis.mode=external needs redis.external.url or redis.external.existingSecret" }}
