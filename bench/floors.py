@@ -16,6 +16,7 @@ and what opskit adds on top:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import http.client
 import os
 import random
@@ -115,9 +116,11 @@ class TracingFloor:
     def __init__(self, app: Any) -> None:
         self.app = app
         self._spans: deque[tuple[int, int, int, int]] = deque(maxlen=2048)
+        self._wake = threading.Event()  # set by the first span after a drain: no span waits long
         target = urlsplit(os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"])
         self._host, self._port = target.hostname or "127.0.0.1", target.port or 4318
         threading.Thread(target=self._export_forever, name="tracing-floor", daemon=True).start()
+        atexit.register(self._flush)  # what the thread has not sent yet, as a batch processor does at exit
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -125,38 +128,49 @@ class TracingFloor:
             return
         start = time.time_ns()
         await self.app(scope, receive, send)
-        self._spans.append((random.getrandbits(128), random.getrandbits(64), start, time.time_ns()))
+        spans = self._spans
+        spans.append((random.getrandbits(128), random.getrandbits(64), start, time.time_ns()))
+        if len(spans) == 1:
+            self._wake.set()
 
     def _export_forever(self) -> None:
         connection = http.client.HTTPConnection(self._host, self._port, timeout=5)
         while True:
-            time.sleep(0.2)
-            batch = [self._spans.popleft() for _ in range(len(self._spans))]
-            if not batch:
-                continue
-            spans = [
-                Span(
-                    trace_id=trace.to_bytes(16, "big"),
-                    span_id=span.to_bytes(8, "big"),
-                    name="GET /items/{item_id}",
-                    kind=Span.SPAN_KIND_SERVER,
-                    start_time_unix_nano=start,
-                    end_time_unix_nano=end,
-                    attributes=_SPAN_ATTRIBUTES,
-                )
-                for trace, span, start, end in batch
-            ]
-            request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
-            try:
-                connection.request(
-                    "POST",
-                    "/v1/traces",
-                    body=request.SerializeToString(),
-                    headers={"Content-Type": "application/x-protobuf"},
-                )
-                connection.getresponse().read()
-            except (OSError, http.client.HTTPException):
-                connection.close()
+            self._wake.wait(0.2)
+            self._wake.clear()
+            time.sleep(0.05)  # let a batch gather
+            self._send(connection)
+
+    def _flush(self) -> None:
+        self._send(http.client.HTTPConnection(self._host, self._port, timeout=5))
+
+    def _send(self, connection: http.client.HTTPConnection) -> None:
+        batch = [self._spans.popleft() for _ in range(len(self._spans))]
+        if not batch:
+            return
+        spans = [
+            Span(
+                trace_id=trace.to_bytes(16, "big"),
+                span_id=span.to_bytes(8, "big"),
+                name="GET /items/{item_id}",
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=start,
+                end_time_unix_nano=end,
+                attributes=_SPAN_ATTRIBUTES,
+            )
+            for trace, span, start, end in batch
+        ]
+        request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+        try:
+            connection.request(
+                "POST",
+                "/v1/traces",
+                body=request.SerializeToString(),
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            connection.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            connection.close()
 
 
 _SCRIPT = b"return 1"
