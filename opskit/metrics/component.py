@@ -210,6 +210,8 @@ class MetricsComponent(Component):
             request_size,
             response_size,
         )
+        # A route served once has an in-flight series from then on (0 when idle), not "no data".
+        self.in_progress.labels(method, label_route)
         if not extra:
             self._series[(method, route, status)] = series
         return series
