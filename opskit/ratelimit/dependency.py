@@ -114,20 +114,16 @@ class RateLimit:
     each route has its own buckets). Several ``RateLimit`` dependencies on one route all apply.
     """
 
-    def __new__(
-        cls,
-        rates: str | RateSource,
-        *,
-        name: str | None = None,
-        key: str | KeyFunc | Any = "ip",
-        cost: int | CostSource = 1,
-        limiter: RateLimiter | None = None,
-        chargeable: bool = False,
-        cache_seconds: float = 60.0,
-        messages: str | None = None,
-    ) -> RateLimit:
+    def __new__(cls, rates: str | RateSource, /, **options: Any) -> RateLimit:
         # A static limit keeps the lean __call__; anything computed per request takes the other one.
-        dynamic = callable(rates) or callable(cost) or _is_depends(key) or chargeable or messages is not None
+        key, cost = options.get("key", "ip"), options.get("cost", 1)
+        dynamic = (
+            callable(rates)
+            or callable(cost)
+            or _is_depends(key)
+            or options.get("chargeable", False)
+            or options.get("messages") is not None
+        )
         return super().__new__(DynamicRateLimit if dynamic and cls is RateLimit else cls)
 
     def __init__(
@@ -148,6 +144,22 @@ class RateLimit:
         self.name = name
         self.limiter = limiter
         self._policies: dict[str, Policy] = {}
+        # What only DynamicRateLimit.__call__ reads.
+        self._rates = None if isinstance(rates, str) else RateCache(rates, cache_seconds)
+        self._cost = None if isinstance(cost, int) else cost
+        self._variants = PolicyVariants()
+        self.chargeable = chargeable
+        self._messages = None if messages is None else Policy.build((name or "route") + ":messages", messages)
+        self._message_policies: dict[str, Policy] = {}
+        parameters = [
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
+            inspect.Parameter("response", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Response),
+        ]
+        self._by_dependency = _is_depends(key)
+        if self._by_dependency:
+            # FastAPI reads this signature: the key's dependency becomes a sub-dependency of this one.
+            parameters.append(inspect.Parameter("subject", inspect.Parameter.KEYWORD_ONLY, default=key))
+        self.__signature__ = inspect.Signature(parameters)
 
     def policy_for(self, request: HTTPConnection) -> Policy:
         """This dependency's policy for the route being served (named after its template)."""
@@ -168,35 +180,6 @@ class RateLimit:
 
 class DynamicRateLimit(RateLimit):
     """A :class:`RateLimit` with computed rates, costs or keys, charges or message limits."""
-
-    def __init__(
-        self,
-        rates: str | RateSource,
-        *,
-        name: str | None = None,
-        key: str | KeyFunc | Any = "ip",
-        cost: int | CostSource = 1,
-        limiter: RateLimiter | None = None,
-        chargeable: bool = False,
-        cache_seconds: float = 60.0,
-        messages: str | None = None,
-    ) -> None:
-        super().__init__(rates, name=name, key=key, cost=cost, limiter=limiter)
-        self._rates = None if isinstance(rates, str) else RateCache(rates, cache_seconds)
-        self._cost = None if isinstance(cost, int) else cost
-        self._variants = PolicyVariants()
-        self.chargeable = chargeable
-        self._messages = None if messages is None else Policy.build((name or "route") + ":messages", messages)
-        self._message_policies: dict[str, Policy] = {}
-        parameters = [
-            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
-            inspect.Parameter("response", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Response),
-        ]
-        self._by_dependency = _is_depends(key)
-        if self._by_dependency:
-            # FastAPI reads this signature: the key's dependency becomes a sub-dependency of this one.
-            parameters.append(inspect.Parameter("subject", inspect.Parameter.KEYWORD_ONLY, default=key))
-        self.__signature__ = inspect.Signature(parameters)
 
     async def __call__(self, request: HTTPConnection, response: Response, subject: Any = None) -> None:
         policy = self.policy_for(request)
