@@ -8,13 +8,14 @@ BackgroundTask; every route writes a log line after its dependencies ran.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import BackgroundTasks, Depends, FastAPI, Header, Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.middleware.base import BaseHTTPMiddleware
 
 import opskit
+from tests.apps.streaming import two_parts
 
 log = opskit.get_logger("tests.annotated")
 
@@ -78,12 +79,7 @@ async def background(n: int, tasks: BackgroundTasks) -> dict[str, int]:
 
 @app.get("/stream")
 async def stream() -> StreamingResponse:
-    async def parts() -> AsyncIterator[bytes]:
-        yield b"first "
-        await asyncio.sleep(0.05)
-        yield b"second"
-
-    return StreamingResponse(parts(), media_type="text/plain")
+    return two_parts()
 
 
 @app.websocket("/ws/{room}")

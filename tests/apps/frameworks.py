@@ -8,8 +8,6 @@ websocket ``/ws/{room}`` that echoes until it receives ``bye``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -25,6 +23,7 @@ from starlette.types import ASGIApp
 from starlette.websockets import WebSocket as StarletteWebSocket
 
 import opskit
+from tests.apps.streaming import two_parts
 
 
 @get("/items/{item_id:int}")
@@ -71,12 +70,7 @@ async def fastapi_item(item_id: int) -> dict[str, int]:
 
 @fastapi_app.get("/stream")
 async def stream() -> StreamingResponse:
-    async def parts() -> AsyncIterator[bytes]:
-        yield b"first "
-        await asyncio.sleep(0.05)
-        yield b"second"
-
-    return StreamingResponse(parts(), media_type="text/plain")
+    return two_parts()
 
 
 @sub_app.get("/items/{item_id}")
