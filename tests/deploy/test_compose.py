@@ -37,6 +37,19 @@ def _host_path(service: str, container_path: str) -> Path:
     raise AssertionError(f"{service}: {container_path} is not mounted from the repository")
 
 
+def _check_prometheus_config(path: Path, tmp_path: Path) -> None:
+    """`promtool check config` accepts the Prometheus config at ``path`` and finds both rule files it loads."""
+    config = yaml.safe_load(path.read_text())
+    config["rule_files"] = [str(_host_path("prometheus", p)) for p in config["rule_files"]]
+    local = tmp_path / "prometheus.yml"
+    local.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [which("promtool"), "check", "config", str(local)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 2 rule files found" in result.stdout + result.stderr
+
+
 def _bound_sources() -> list[tuple[str, Path]]:
     return [(name, source) for name in _compose()["services"] for source in _binds(name).values()]
 
@@ -94,15 +107,7 @@ class TestPrometheusConfig:
 
     def test_promtool_check_config(self, tmp_path: Path) -> None:
         """`promtool check config` accepts it and finds the rule files it loads."""
-        config = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
-        config["rule_files"] = [str(_host_path("prometheus", p)) for p in config["rule_files"]]
-        local = tmp_path / "prometheus.yml"
-        local.write_text(yaml.safe_dump(config))
-        result = subprocess.run(
-            [which("promtool"), "check", "config", str(local)], capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 2 rule files found" in result.stdout + result.stderr
+        _check_prometheus_config(DEPLOY / "prometheus/prometheus.yml", tmp_path)
 
     def test_targets_carry_kubernetes_labels(self) -> None:
         """The app target has namespace, service and pod labels, as on Kubernetes."""
@@ -182,12 +187,4 @@ class TestCollectorPath:
         for service in _overlay()["services"].values():
             for volume in service.get("volumes", []):
                 assert (DEPLOY / volume.split(":")[0]).exists(), volume
-        config = yaml.safe_load((DEPLOY / "otel-collector/prometheus.yml").read_text())
-        config["rule_files"] = [str(_host_path("prometheus", p)) for p in config["rule_files"]]
-        local = tmp_path / "prometheus.yml"
-        local.write_text(yaml.safe_dump(config))
-        result = subprocess.run(
-            [which("promtool"), "check", "config", str(local)], capture_output=True, text=True, timeout=60
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 2 rule files found" in result.stdout + result.stderr
+        _check_prometheus_config(DEPLOY / "otel-collector/prometheus.yml", tmp_path)
