@@ -7,11 +7,16 @@ from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
+from opskit.metrics.component import metrics_component
 from opskit.metrics.naming import NAMINGS, families, label_for, prometheus_name
 from opskit.metrics.otlp import OtlpMetrics
+from opskit.metrics.registry import Registry
+from opskit.middleware import OpskitMiddleware
+from opskit.runtime import Runtime
 from opskit.settings import ConfigError, load_settings
 from tests.metrics.parsing import parse_openmetrics
 from tests.metrics.test_component import TRACE, Served, pick
@@ -161,6 +166,25 @@ class TestExposition:
         assert pick(got, count, **boom, http_response_status_code="500", error_type="500") == 1
         exceptions = {"http_request_method": "GET", "http_route": "/boom", "error_type": "LookupError"}
         assert pick(got, "http_exceptions_total", **exceptions) == 1
+
+    async def test_an_exception_before_the_response_is_the_error_type(self) -> None:
+        """An app raising before it answers: opskit's 500 carries error.type = the exception's class name."""
+
+        async def broken(scope: Any, receive: Any, send: Any) -> None:
+            raise TimeoutError("backend")
+
+        registry = Registry(None)
+        runtime = Runtime(load_settings(logging_enabled=False, **OTEL), broken)
+        metrics = metrics_component(runtime, registry)
+        app = OpskitMiddleware(broken, runtime, [metrics])
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert (await client.get("/x")).status_code == 500
+        body, _ = await metrics.scrape.respond("text/plain", "")
+        registry.close()
+        labels = 'http_response_status_code="500",url_scheme="http",error_type="TimeoutError"'
+        assert 'http_server_request_duration_seconds_count{http_request_method="GET",' in body.decode()
+        assert labels in body.decode()
 
     async def test_scheme_comes_from_a_trusted_proxy(self, otel: Served) -> None:
         """X-Forwarded-Proto from a trusted proxy is the url.scheme; from anyone else it is ignored."""
