@@ -209,11 +209,11 @@ class TestExposition:
         assert pick(got, "http_server_request_body_size_bytes_sum", **labels) == 500
         assert pick(got, "http_server_response_body_size_bytes_sum", **labels) == len(r.content)
 
-    async def test_active_requests_by_method_and_scheme(self, otel: Served) -> None:
+    async def test_active_requests_by_method_and_scheme(self, otel: Served, monkeypatch: pytest.MonkeyPatch) -> None:
         """While /hold waits, http.server.active_requests is 1 for GET over http; afterwards 0."""
         from tests.metrics import app as test_app
 
-        test_app.release.clear()
+        monkeypatch.setattr(test_app, "release", asyncio.Event())  # one of this test's event loop
         task = asyncio.create_task(otel.client.get("/hold"))
         for _ in range(200):
             await asyncio.sleep(0.01)
