@@ -2,14 +2,16 @@
 
 The hand-written files (``grafana/dashboards/*.json``, ``prometheus/rules/*.yaml``, the promtool unit
 tests and the prometheus-adapter values) stay the one source of truth. This script rewrites their
-PromQL with opskit's own family table (:mod:`opskit.metrics.naming`) into ``otel/`` beside each of
-them: series names (``http_requests_total`` is the duration histogram's ``_count`` there, the
-conventions having no request counter) and, in selectors, ``by``/``without`` clauses,
-``label_values()`` and legends, the labels of the HTTP families. A label the conventions' family
-does not have (the route of requests in flight) is dropped from matchers, groupings and legends.
+PromQL with opskit's own family table (:mod:`opskit.metrics.naming`) into ``grafana/dashboards-otel/``
+(beside, not inside, the dashboards: Grafana's file provider reads subfolders too, and both sets
+share their uids) and an ``otel/`` folder in each of the others. Series names change
+(``http_requests_total`` is the duration histogram's ``_count`` there, the conventions having no
+request counter), and so do the labels of the HTTP families in selectors, ``by``/``without``
+clauses, ``label_values()``, legends and data links. A label the conventions' family does not have
+(the route of requests in flight) is dropped from matchers, groupings and legends.
 
-    python scripts/gen_naming.py          # write the otel/ files
-    python scripts/gen_naming.py --check  # exit 1 when a committed otel/ file differs (tests run this)
+    python scripts/gen_naming.py          # write the otel files
+    python scripts/gen_naming.py --check  # exit 1 when a committed otel file differs (tests run this)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from opskit.metrics.naming import Family, families
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
+DASHBOARDS_OTEL = ROOT / "grafana" / "dashboards-otel"
 RULES = ROOT / "prometheus" / "rules"
 UNIT_TESTS = ROOT / "prometheus" / "tests"
 ADAPTER = ROOT / "helm" / "opskit" / "adapter"
@@ -289,6 +293,16 @@ def legend(text: str, labels: LabelMap) -> str:
     return " ".join(_LEGEND.sub(replace, text).split())
 
 
+_FIELD_LABEL = re.compile(r"__field\.labels\.(\w+)")
+
+
+def _field_label(match: re.Match[str], labels: LabelMap) -> str:
+    new = labels.get(match.group(1))
+    if match.group(1) in labels and new is None:
+        raise ValueError(f"a data link reads {match.group(1)!r}, which the otel family has not")
+    return f"__field.labels.{new}" if new else match.group()
+
+
 def variable_query(text: str) -> str:
     """``label_values(selector, label)`` in the otel naming."""
     match = _LABEL_VALUES.match(text)
@@ -306,6 +320,9 @@ def dashboard(source: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(json.dumps(source))
     for panel in _panels(out):
         title = TITLES.get(panel.get("title", ""), panel.get("title", ""))
+        panel_labels = _merge((labels_of(t["expr"]) for t in panel.get("targets", [])), panel.get("title", ""))
+        for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", []):
+            link["url"] = _FIELD_LABEL.sub(partial(_field_label, labels=panel_labels), link["url"])
         for target in panel.get("targets", []):
             labels = labels_of(target["expr"])
             target["expr"] = translate(target["expr"], f"{out['uid']}: {panel['title']}")
@@ -391,7 +408,7 @@ def outputs() -> dict[Path, str]:
     out: dict[Path, str] = {}
     for path in sorted(DASHBOARDS.glob("*.json")):
         source = json.loads(path.read_text())
-        out[DASHBOARDS / OTEL / path.name] = json.dumps(dashboard(source), indent=2) + "\n"
+        out[DASHBOARDS_OTEL / path.name] = json.dumps(dashboard(source), indent=2) + "\n"
     for path in sorted(RULES.glob("*.yaml")):
         out[RULES / OTEL / path.name] = rules(path, RULES / OTEL / path.name)
     for path in sorted(UNIT_TESTS.glob("*.yaml")):

@@ -23,8 +23,9 @@ from tests.servers import ROOT
 
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 RULES = ROOT / "prometheus" / "rules"
-#: The generated set of each naming (scripts/gen_naming.py writes otel/ from the hand-written files).
-FOLDERS: dict[Naming, str] = {"prometheus": ".", "otel": "otel"}
+#: Each naming's set (scripts/gen_naming.py writes the otel ones from the hand-written files).
+DASHBOARD_FOLDERS: dict[Naming, Path] = {"prometheus": DASHBOARDS, "otel": ROOT / "grafana" / "dashboards-otel"}
+FOLDERS: dict[Naming, str] = {"prometheus": ".", "otel": "otel"}  # of rules and their promtool tests
 
 # What Grafana puts in place of the template variables when "All" is selected, and a rate window that
 # holds several samples of the tests' 1 s scrape interval.
@@ -67,7 +68,7 @@ def load_dashboard(path: Path) -> dict[str, Any]:
 
 
 def dashboard_files(naming: Naming = "prometheus") -> list[Path]:
-    return sorted((DASHBOARDS / FOLDERS[naming]).glob("*.json"))
+    return sorted(DASHBOARD_FOLDERS[naming].glob("*.json"))
 
 
 def rule_files(naming: Naming = "prometheus") -> list[Path]:

@@ -354,6 +354,7 @@ class TestSingleSourceOfTruth:
         assert (CHART / "dashboards").resolve() == (ROOT / "grafana" / "dashboards").resolve()
         assert (CHART / "rules").is_symlink()
         assert (CHART / "rules").resolve() == (ROOT / "prometheus" / "rules").resolve()
+        assert (CHART / "dashboards-otel").resolve() == (ROOT / "grafana" / "dashboards-otel").resolve()
 
     def test_dashboard_configmaps_hold_the_files(self) -> None:
         """One ConfigMap per dashboard, labelled for the sidecar, with the file's exact bytes."""
@@ -381,7 +382,7 @@ class TestSingleSourceOfTruth:
         manifests = render(set_values=otel)
         assert container_env(manifests)["OPSKIT_METRICS_NAMING"]["value"] == "otel"
         maps = [m for m in find(manifests, "ConfigMap") if "grafana_dashboard" in m["metadata"]["labels"]]
-        files = {p.name: p.read_text() for p in (ROOT / "grafana" / "dashboards" / "otel").glob("*.json")}
+        files = {p.name: p.read_text() for p in (ROOT / "grafana" / "dashboards-otel").glob("*.json")}
         assert len(maps) == len(files) == 3
         assert {name: text for m in maps for name, text in m["data"].items()} == files
         groups = []

@@ -42,13 +42,19 @@ class TestGeneratedFiles:
         """Dashboards, rule files, promtool tests and adapter values each have a generated twin."""
         folders = {path.parent.relative_to(ROOT).as_posix() for path in OUTPUTS}
         assert folders == {
-            "grafana/dashboards/otel",
+            "grafana/dashboards-otel",
             "prometheus/rules/otel",
             "prometheus/tests/otel",
             "helm/opskit/adapter/otel",
         }
         for path in OUTPUTS:
-            assert (path.parent.parent / path.name).exists()
+            source = path.parent.parent if path.parent.name == "otel" else ROOT / "grafana" / "dashboards"
+            assert (source / path.name).exists()
+
+    def test_trace_links_read_the_otel_route_label(self) -> None:
+        """The route dashboard's link from a latency series to its traces takes the route from http_route."""
+        text = OUTPUTS[ROOT / "grafana" / "dashboards-otel" / "opskit-route.json"]
+        assert "__field.labels.http_route" in text and "__field.labels.route}" not in text
 
     def test_check_mode_passes_on_the_repository(self) -> None:
         """`--check` (what CI would run) finds nothing stale."""
