@@ -24,12 +24,13 @@ from ..component import Component
 from ..exchange import Exchange
 from ..paths import PathPatterns
 from ..runtime import Runtime
+from . import naming
 from .client_bridge import ClientMetrics
 from .endpoint import MetricsEndpoint, MetricsServer, Scrape
 from .labels import ExtraLabel, extra_labels
-from .registry import CounterChild, Histogram, HistogramChild, Registry
+from .registry import Counter, CounterChild, Histogram, HistogramChild, Registry
 
-__all__ = ["MetricsComponent", "create_component"]
+__all__ = ["MetricsComponent", "create_component", "metrics_component"]
 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 OTHER_METHOD: Final = "OTHER"
@@ -41,7 +42,7 @@ WEBSOCKET_BUCKETS: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 class _Series:
     """The series one (method, route, status) writes, resolved once."""
 
-    requests: CounterChild
+    requests: CounterChild | None  # None under OpenTelemetry's naming: the duration's count counts requests
     duration: HistogramChild
     request_size: HistogramChild | None
     response_size: HistogramChild | None
@@ -63,7 +64,6 @@ class MetricsComponent(Component):
         excluded = settings.metrics_exclude_paths
         self._excluded = PathPatterns(excluded)
 
-        m = ("method", "route")
         self._labels: tuple[ExtraLabel, ...] | None = None
         if settings.metrics_labels:
             overflow = registry.counter(
@@ -75,52 +75,28 @@ class MetricsComponent(Component):
                 settings.metrics_labels, settings.metrics_label_limit, overflow, policy(runtime)
             )
         extra = tuple(label.name for label in self._labels or ())
-        self.requests = registry.counter(
-            "http_requests_total", "HTTP requests by method, route template and status.", (*m, "status", *extra)
-        )
-        self.duration: Histogram = registry.histogram(
-            "http_request_duration_seconds",
-            "Seconds from the request to the end of its response body (background tasks excluded).",
-            (*m, *extra),
-            buckets=settings.metrics_duration_buckets,
-        )
-        self.first_byte = registry.histogram(
-            "http_response_first_byte_seconds",
-            "Seconds from the request to the first part of a streamed response body (bodies sent in several parts).",
-            m,
-            buckets=settings.metrics_duration_buckets,
-        )
+        table = naming.families(settings.metrics_naming)
+        self._active_family = table["active"]
+        requests = table.get("requests")
+        self.requests: Counter | None = naming.counter(registry, requests, extra) if requests else None
+        durations = settings.metrics_duration_buckets
+        self.duration: Histogram = naming.histogram(registry, table["duration"], durations, extra)
+        self.first_byte = naming.histogram(registry, table["first_byte"], durations)
         self._first_byte: dict[tuple[str, str | None], HistogramChild] = {}
-        self.ws_opened = registry.counter(
-            "websocket_connections_opened_total",
-            "Websocket connections the app accepted, by route template.",
-            ("route",),
-        )
-        self.ws_open = registry.gauge("websocket_connections_open", "Websocket connections open now.", ("route",))
-        self.ws_duration = registry.histogram(
-            "websocket_connection_duration_seconds",
-            "Seconds an accepted websocket connection lasted.",
-            ("route",),
-            buckets=WEBSOCKET_BUCKETS,
-        )
-        self.ws_messages = registry.counter(
-            "websocket_messages_total", "Websocket messages by route template and direction.", ("route", "direction")
-        )
-        self.in_progress = registry.gauge("http_requests_in_progress", "HTTP requests being served.", m, mode="sum")
-        self.exceptions = registry.counter(
-            "http_exceptions_total", "Unhandled exceptions raised by the app.", (*m, "exception_type")
-        )
+        self.ws_opened = naming.counter(registry, table["ws_opened"])
+        self.ws_open = naming.gauge(registry, table["ws_open"])
+        self.ws_duration = naming.histogram(registry, table["ws_duration"], WEBSOCKET_BUCKETS)
+        self.ws_messages = naming.counter(registry, table["ws_messages"])
+        self.in_progress = naming.gauge(registry, table["active"])
+        self.exceptions = naming.counter(registry, table["exceptions"])
         self.request_size = self.response_size = None
         if self._sizes:
-            self.request_size = registry.histogram(
-                "http_request_size_bytes",
-                "Request body sizes (Content-Length).",
-                m,
-                buckets=settings.metrics_size_buckets,
-            )
-            self.response_size = registry.histogram(
-                "http_response_size_bytes", "Response body sizes.", m, buckets=settings.metrics_size_buckets
-            )
+            sizes = settings.metrics_size_buckets
+            self.request_size = naming.histogram(registry, table["request_size"], sizes)
+            self.response_size = naming.histogram(registry, table["response_size"], sizes)
+        self._size_family = table["request_size"]
+        self._duration_family = table["duration"]
+        self._requests_family = requests
         build = registry.gauge("opskit_build_info", "Service version; always 1.", ("version", "service"), mode="max")
         build.labels(settings.service_version, settings.service_name).set(1)
 
@@ -175,14 +151,14 @@ class MetricsComponent(Component):
         store = self._store
         with store.lock:
             v = store.v
-            series.requests.add_locked(v, 1.0)
+            series.requests.add_locked(v, 1.0)  # type: ignore[union-attr]  # set under this naming
             bucket = series.duration.observe_locked(v, duration)
             if request_size is not None and response_size is not None:
                 request_size.observe_locked(v, request_bytes)
                 response_size.observe_locked(v, ex.response_bytes)
             if trace_id:
                 now = time()
-                series.requests.exemplar_locked(trace_id, 1.0, now)
+                series.requests.exemplar_locked(trace_id, 1.0, now)  # type: ignore[union-attr]
                 series.duration.exemplar_locked(bucket, trace_id, duration, now)
 
     def request_closed(self, ex: Exchange) -> None:
@@ -197,22 +173,34 @@ class MetricsComponent(Component):
     def _measured(self, path: str) -> bool:
         return path not in self._excluded
 
-    def _series_for(self, method: str, route: str | None, status: int, extra: tuple[str, ...] = ()) -> _Series:
+    def _series_for(
+        self,
+        method: str,
+        route: str | None,
+        status: int,
+        extra: tuple[str, ...] = (),
+        *,
+        scheme: str = "",
+        exception: str = "",
+    ) -> _Series:
         label_route = route or self.settings.unmatched_route
         label_status = f"{status // 100}xx" if self._group_status and status else str(status)
+        error = exception or (label_status if status >= 500 else "")
+        fields = {"method": method, "route": label_route, "status": label_status, "scheme": scheme, "error": error}
         request_size = response_size = None
         if self.request_size is not None and self.response_size is not None:
-            request_size = self.request_size.labels(method, label_route)
-            response_size = self.response_size.labels(method, label_route)
+            labels = _pick(self._size_family, fields)
+            request_size = self.request_size.labels(*labels)
+            response_size = self.response_size.labels(*labels)
+        requests = None
+        if self.requests is not None and self._requests_family is not None:
+            requests = self.requests.labels(*_pick(self._requests_family, fields), *extra)
         series = _Series(
-            self.requests.labels(method, label_route, label_status, *extra),
-            self.duration.labels(method, label_route, *extra),
-            request_size,
-            response_size,
+            requests, self.duration.labels(*_pick(self._duration_family, fields), *extra), request_size, response_size
         )
         # A route served once has an in-flight series from then on (0 when idle), not "no data".
-        self.in_progress.labels(method, label_route)
-        if not extra:
+        self.in_progress.labels(*_pick(self._active_family, fields))
+        if not extra and not scheme:
             self._series[(method, route, status)] = series
         return series
 
@@ -255,16 +243,19 @@ class MetricsComponent(Component):
         if not self._live and not self._in_progress_keys:
             return
         counts: dict[tuple[str, str], int] = {}
-        resolve = self.routes.resolve
+        in_flight_key = self._in_flight_key
         for ex in list(self._live):
-            method = ex.method if ex.method in METHODS else OTHER_METHOD
-            key = (method, resolve(ex.scope))
+            key = in_flight_key(ex, ex.method if ex.method in METHODS else OTHER_METHOD)
             counts[key] = counts.get(key, 0) + 1
         for key in self._in_progress_keys - counts.keys():
             self.in_progress.labels(*key).set(0)
         for key, n in counts.items():
             self.in_progress.labels(*key).set(n)
         self._in_progress_keys = set(counts)
+
+    def _in_flight_key(self, ex: Exchange, method: str) -> tuple[str, str]:
+        """The in-flight gauge's labels for a request being served."""
+        return method, self.routes.resolve(ex.scope)
 
     async def _tick(self) -> None:
         interval = self.settings.metrics_in_progress_interval
@@ -287,6 +278,10 @@ class MetricsComponent(Component):
             await self.server.stop()
 
 
+def _pick(family: naming.Family, fields: dict[str, str]) -> tuple[str, ...]:
+    return tuple(fields[field] for field in family.fields)
+
+
 def _content_length(ex: Exchange) -> int:
     value = ex.header(b"content-length")
     if value is None:
@@ -298,6 +293,15 @@ def _content_length(ex: Exchange) -> int:
     return n if n >= 0 else 0
 
 
+def metrics_component(runtime: Runtime, registry: Registry | None = None) -> MetricsComponent:
+    """The metrics component of ``OPSKIT_METRICS_NAMING`` (each naming has its own request hook)."""
+    if runtime.settings.metrics_naming == "otel":
+        from .semconv import SemconvMetricsComponent
+
+        return SemconvMetricsComponent(runtime, registry)
+    return MetricsComponent(runtime, registry)
+
+
 def create_component(runtime: Runtime) -> MetricsComponent | None:
     """The metrics component, unless ``OPSKIT_METRICS_ENABLED=false``."""
-    return MetricsComponent(runtime) if runtime.settings.metrics_enabled else None
+    return metrics_component(runtime) if runtime.settings.metrics_enabled else None

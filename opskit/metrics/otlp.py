@@ -51,6 +51,7 @@ from ..throttle import ThrottledLog
 from ..version import VERSION
 from .layout import Exemplar as StoredExemplar
 from .multiprocess import merge_buffers
+from .naming import INT_ATTRIBUTES, OPTIONAL_ATTRIBUTES
 from .registry import Counter, Histogram, Registry
 
 if TYPE_CHECKING:
@@ -93,7 +94,13 @@ def _unit(name: str) -> str:
 
 
 def _attributes(names: Sequence[str], values: Sequence[str]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in zip(names, values, strict=True)]
+    return [_attribute(k, v) for k, v in zip(names, values, strict=True) if v or k not in OPTIONAL_ATTRIBUTES]
+
+
+def _attribute(key: str, value: str) -> KeyValue:
+    if key in INT_ATTRIBUTES and value.isdigit():
+        return KeyValue(key=key, value=AnyValue(int_value=int(value)))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
 def _trace_id(text: str) -> bytes | None:
@@ -177,13 +184,14 @@ class OtlpMetrics:
             series = [s for s in by_name.get(definition.name, []) if len(s[1]) == len(definition.labelnames)]
             series = [s for s in series if len(s[2].values) == n_values]
             series.sort(key=lambda s: s[1])
-            metric = Metric(name=definition.name, description=definition.documentation, unit=_unit(definition.name))
+            unit = definition.unit if definition.unit is not None else _unit(definition.name)
+            metric = Metric(name=definition.otlp_name, description=definition.documentation, unit=unit)
             for key, labels, data in series:
                 values = data.values
                 if definition.kind == "gauge":
                     metric.gauge.data_points.append(
                         NumberDataPoint(
-                            attributes=_attributes(definition.labelnames, labels),
+                            attributes=_attributes(definition.attribute_keys, labels),
                             time_unix_nano=now_ns,
                             as_double=values[0],
                         )
@@ -200,7 +208,7 @@ class OtlpMetrics:
                 if isinstance(definition, Counter):
                     metric.sum.data_points.append(
                         NumberDataPoint(
-                            attributes=_attributes(definition.labelnames, labels),
+                            attributes=_attributes(definition.attribute_keys, labels),
                             start_time_unix_nano=start_ns,
                             time_unix_nano=now_ns,
                             as_double=shown[0],
@@ -212,7 +220,7 @@ class OtlpMetrics:
                     exemplars = [e for stored in data.exemplars[:n] for e in self._exemplar(stored)]
                     metric.histogram.data_points.append(
                         HistogramDataPoint(
-                            attributes=_attributes(definition.labelnames, labels),
+                            attributes=_attributes(definition.attribute_keys, labels),
                             start_time_unix_nano=start_ns,
                             time_unix_nano=now_ns,
                             count=round(sum(shown[:n])),

@@ -27,6 +27,7 @@ from .store import Store, process_start_time
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "AnyMetric",
     "Counter",
     "CounterChild",
     "Gauge",
@@ -169,8 +170,20 @@ class Metric(Generic[Child]):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        #: What the OTLP export calls it: name, UCUM unit (``None``: from the name's suffix), attribute keys.
+        self.otlp_name = name
+        self.unit: str | None = None
+        self.attribute_keys = self.labelnames
         self._children: dict[tuple[str, ...], Child] = {}
         self._lock = threading.Lock()
+
+    def describe_otlp(self, name: str, unit: str, attribute_keys: Sequence[str]) -> None:
+        """Give the metric its OTLP name, unit and attribute keys (one per label, in order)."""
+        if len(attribute_keys) != len(self.labelnames):
+            raise ValueError(f"{self.name}: {len(self.labelnames)} labels, {len(attribute_keys)} attribute keys")
+        self.otlp_name = name
+        self.unit = unit
+        self.attribute_keys = tuple(attribute_keys)
 
     def labels(self, *values: str) -> Child:
         """The child for these label values (in :attr:`labelnames` order), created on first use."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -14,6 +14,8 @@ from ._base import SettingsSection, check_host, check_path_patterns, env, split_
 
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 FloatTuple = Annotated[tuple[float, ...], NoDecode]
+#: Names of the request metrics: opskit's Prometheus ones, or OpenTelemetry's HTTP semantic conventions.
+MetricsNaming = Literal["prometheus", "otel"]
 
 DEFAULT_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DEFAULT_SIZE_BUCKETS = (100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0)
@@ -49,6 +51,14 @@ class MetricsSettings(SettingsSection):
         description="Directory where the workers of one server meet to add up their metrics (empty: in memory).",
     )
     metrics_path: str = Field("/metrics", description="Path of the metrics endpoint.")
+    metrics_naming: MetricsNaming = Field(
+        "prometheus",
+        description=(
+            "Names of the HTTP metrics: `prometheus` (`http_requests_total`, `http_request_duration_seconds`, labels "
+            "`method`, `route`, `status`) or `otel`, OpenTelemetry's HTTP semantic conventions "
+            "(`http.server.request.duration`, `http_server_request_duration_seconds` in `/metrics`)."
+        ),
+    )
     metrics_on_app_port: bool = Field(
         True, description="Serve the metrics endpoint on the app's own port (can be off with `OPSKIT_METRICS_PORT`)."
     )

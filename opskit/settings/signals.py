@@ -15,8 +15,11 @@ StrTuple = Annotated[tuple[str, ...], NoDecode]
 
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]{0,63}")
 _HEADER = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
-#: Labels opskit's request metrics have already (and Prometheus' own).
-_TAKEN = frozenset({"method", "route", "status", "le", "exception_type", "instance", "job"})
+#: Labels opskit's request metrics have already, in either naming (and Prometheus' own).
+_TAKEN = frozenset(
+    {"method", "route", "status", "le", "exception_type", "instance", "job"}
+    | {"http_request_method", "http_route", "http_response_status_code", "url_scheme", "error_type"}
+)
 HEADER_PREFIX = "header:"
 
 

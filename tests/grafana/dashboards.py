@@ -17,11 +17,15 @@ from typing import Any
 
 import yaml
 
+from opskit.metrics.naming import Naming
 from tests.prometheus.server import PrometheusServer, QueryError
 from tests.servers import ROOT
 
 DASHBOARDS = ROOT / "grafana" / "dashboards"
 RULES = ROOT / "prometheus" / "rules"
+#: Each naming's set (scripts/gen_naming.py writes the otel ones from the hand-written files).
+DASHBOARD_FOLDERS: dict[Naming, Path] = {"prometheus": DASHBOARDS, "otel": ROOT / "grafana" / "dashboards-otel"}
+FOLDERS: dict[Naming, str] = {"prometheus": ".", "otel": "otel"}  # of rules and their promtool tests
 
 # What Grafana puts in place of the template variables when "All" is selected, and a rate window that
 # holds several samples of the tests' 1 s scrape interval.
@@ -63,12 +67,12 @@ def load_dashboard(path: Path) -> dict[str, Any]:
         return dict(json.load(f))
 
 
-def dashboard_files() -> list[Path]:
-    return sorted(DASHBOARDS.glob("*.json"))
+def dashboard_files(naming: Naming = "prometheus") -> list[Path]:
+    return sorted(DASHBOARD_FOLDERS[naming].glob("*.json"))
 
 
-def rule_files() -> list[Path]:
-    return sorted(RULES.glob("*.yaml"))
+def rule_files(naming: Naming = "prometheus") -> list[Path]:
+    return sorted((RULES / FOLDERS[naming]).glob("*.yaml"))
 
 
 def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -112,8 +116,8 @@ def rule_queries(path: Path) -> list[Query]:
     ]
 
 
-def recorded_names() -> set[str]:
-    groups = [group for path in rule_files() for group in yaml.safe_load(path.read_text())["groups"]]
+def recorded_names(naming: Naming = "prometheus") -> set[str]:
+    groups = [group for path in rule_files(naming) for group in yaml.safe_load(path.read_text())["groups"]]
     return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
 
 

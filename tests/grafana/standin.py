@@ -1,4 +1,4 @@
-"""A stand-in exporter: the metrics of ``EXPORTED``, fed with mixed traffic, served over HTTP.
+"""A stand-in exporter: the metrics of ``exported(naming)``, fed with mixed traffic, served over HTTP.
 
 It exposes exactly the names and labels listed in tests/prometheus/exported_metrics.py, so the
 dashboards and rules can be evaluated against a live scrape before (and independently of) the demo
@@ -14,7 +14,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_wsgi_server
 
-from tests.prometheus.exported_metrics import EXPORTED
+from opskit.metrics.naming import Naming
+from tests.prometheus.exported_metrics import exported
 from tests.servers import free_port
 
 # Buckets include 0.5 s: the latency SLO counts requests above it.
@@ -44,6 +45,12 @@ class Request:
             "kind": "blocked",
             "direction": "received",
             "label": "tenant",
+            # OPSKIT_METRICS_NAMING=otel
+            "http_request_method": "GET",
+            "http_route": self.route,
+            "http_response_status_code": self.status,
+            "url_scheme": "http",
+            "error_type": self.status if self.status.startswith("5") else "",
         }
         return values[name]
 
@@ -59,13 +66,13 @@ TRAFFIC = (
 class StandInExporter:
     """Serves the exported metrics on a free loopback port; a thread adds traffic until closed."""
 
-    def __init__(self, period: float = 0.1) -> None:
+    def __init__(self, period: float = 0.1, naming: Naming = "prometheus") -> None:
         self.registry = CollectorRegistry()
         self._counters: list[Counter] = []
         self._histograms: list[Histogram] = []
         self._gauges: list[Gauge] = []
         self._labels: dict[int, tuple[str, ...]] = {}
-        for metric in EXPORTED:
+        for metric in exported(naming):
             self._register(metric.name, metric.type, metric.labels)
         self.port = free_port()
         self._server: WSGIServer

@@ -2,7 +2,8 @@
 
 The demo service (examples/demo.py) runs under `opskit serve` with 2 workers and a Redis-backed global
 rate limit; the test sends ok, not-found, failing, slow and rate-limited requests, lets Prometheus
-scrape the app, then evaluates every dashboard panel, variable and rule through the query API.
+scrape the app, then evaluates every dashboard panel, variable and rule through the query API. It runs
+once per naming (OPSKIT_METRICS_NAMING), each with its own set of dashboards and rules.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import importlib.util
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from opskit.metrics.naming import NAMINGS, Naming
 from tests.grafana.dashboards import (
     Query,
     dashboard_files,
@@ -83,9 +86,23 @@ def _drive(base: str, seconds: float) -> set[int]:
     return statuses
 
 
-@pytest.fixture(scope="module")
-def scraped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+DASHBOARD_NAMES = [path.name for path in dashboard_files()]
+ROUTE_LABEL = {"prometheus": "route", "otel": "http_route"}
+ROUTE_SERIES = {"prometheus": "http_requests_total", "otel": "http_server_request_duration_seconds_count"}
+
+
+@dataclass(frozen=True)
+class Scraped:
+    """A Prometheus scraping the demo in one naming, with that naming's rules."""
+
+    prometheus: PrometheusServer
+    naming: Naming
+
+
+@pytest.fixture(scope="module", params=NAMINGS)
+def scraped_demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     """The demo under traffic, scraped every second by a Prometheus with opskit's rules."""
+    naming: Naming = request.param
     redis = RedisServer()
     port = free_port()
     env = {
@@ -99,6 +116,7 @@ def scraped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
         "OPSKIT_MAX_IN_FLIGHT": "100",
         "OPSKIT_TRUSTED_PROXIES": "127.0.0.1",
         "OTEL_SERVICE_NAME": "opskit-demo",
+        "OPSKIT_METRICS_NAMING": naming,
         "LOG_LEVEL": "warning",
     }
     app = Background([str(SCRIPTS / "opskit-asgi"), "serve", "examples.demo:app"], env=env, cwd=ROOT)
@@ -106,7 +124,7 @@ def scraped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
         wait_for_port(port, timeout=30)
         _wait_healthy(f"http://127.0.0.1:{port}")
         with prometheus_server(
-            targets=[f"127.0.0.1:{port}"], target_labels=TARGET_LABELS, rule_files=rule_files()
+            targets=[f"127.0.0.1:{port}"], target_labels=TARGET_LABELS, rule_files=rule_files(naming)
         ) as prom:
             prom.wait_for("up == 1")  # before the traffic: rates need samples from before and after it
             statuses = _drive(f"http://127.0.0.1:{port}", seconds=5)
@@ -114,35 +132,44 @@ def scraped_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheu
             prom.wait_for('opskit:http_request_errors:ratio_rate5m{service="opskit-demo"} > 0')
             prom.wait_for('opskit:http_request_slow:ratio_rate5m{service="opskit-demo"} > 0')
             prom.wait_for('rate(opskit_event_loop_blocked_total{route="/blocking"}[15s]) > 0')
-            yield prom
+            yield Scraped(prom, naming)
     finally:
         app.close()
         redis.close()
 
 
+def _dashboard(scraped: Scraped, name: str) -> Path:
+    (path,) = [path for path in dashboard_files(scraped.naming) if path.name == name]
+    return path
+
+
 class TestDashboardsOnTheDemo:
-    """Every panel, variable and rule shows the demo's real traffic."""
+    """Every panel, variable and rule shows the demo's real traffic, in either naming."""
 
-    @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
-    def test_every_panel_has_data(self, scraped_demo: PrometheusServer, path: Path) -> None:
+    @pytest.mark.parametrize("name", DASHBOARD_NAMES)
+    def test_every_panel_has_data(self, scraped_demo: Scraped, name: str) -> None:
         """Each panel target is valid and returns series (cluster-only ones excepted)."""
-        assert evaluate(scraped_demo, panel_queries(path), needs_data=_needs_data) == []
+        queries = panel_queries(_dashboard(scraped_demo, name))
+        assert evaluate(scraped_demo.prometheus, queries, needs_data=_needs_data) == []
 
-    @pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
-    def test_every_variable_has_values(self, scraped_demo: PrometheusServer, path: Path) -> None:
+    @pytest.mark.parametrize("name", DASHBOARD_NAMES)
+    def test_every_variable_has_values(self, scraped_demo: Scraped, name: str) -> None:
         """namespace, service, pod, route and method list the demo's values."""
-        assert evaluate(scraped_demo, variable_queries(path), needs_data=lambda query: True) == []
+        queries = variable_queries(_dashboard(scraped_demo, name))
+        assert evaluate(scraped_demo.prometheus, queries, needs_data=lambda query: True) == []
 
-    def test_routes_are_templates(self, scraped_demo: PrometheusServer) -> None:
+    def test_routes_are_templates(self, scraped_demo: Scraped) -> None:
         """The route variable offers templates (/items/{item_id}), never raw paths."""
-        routes = {s["metric"]["route"] for s in scraped_demo.query("group by (route) (http_requests_total)")}
+        label, series = ROUTE_LABEL[scraped_demo.naming], ROUTE_SERIES[scraped_demo.naming]
+        routes = {s["metric"][label] for s in scraped_demo.prometheus.query(f"group by ({label}) ({series})")}
         assert "/items/{item_id}" in routes
         assert not {"/items/1", "/items/999"} & routes
 
-    def test_rules_are_healthy_and_recordings_have_data(self, scraped_demo: PrometheusServer) -> None:
+    def test_rules_are_healthy_and_recordings_have_data(self, scraped_demo: Scraped) -> None:
         """Every rule evaluates without error; every recording rule yields series."""
-        rules = [rule for group in scraped_demo.rule_groups() for rule in group["rules"]]
+        prometheus, files = scraped_demo.prometheus, rule_files(scraped_demo.naming)
+        rules = [rule for group in prometheus.rule_groups() for rule in group["rules"]]
         assert [r["name"] for r in rules if r["health"] != "ok"] == []
-        assert evaluate(scraped_demo, [q for path in rule_files() for q in rule_queries(path)]) == []
-        recordings = [Query(f"recorded {name}", name) for name in sorted(recorded_names())]
-        assert evaluate(scraped_demo, recordings, needs_data=lambda query: True) == []
+        assert evaluate(prometheus, [q for path in files for q in rule_queries(path)]) == []
+        recordings = [Query(f"recorded {name}", name) for name in sorted(recorded_names(scraped_demo.naming))]
+        assert evaluate(prometheus, recordings, needs_data=lambda query: True) == []

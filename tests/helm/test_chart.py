@@ -354,6 +354,7 @@ class TestSingleSourceOfTruth:
         assert (CHART / "dashboards").resolve() == (ROOT / "grafana" / "dashboards").resolve()
         assert (CHART / "rules").is_symlink()
         assert (CHART / "rules").resolve() == (ROOT / "prometheus" / "rules").resolve()
+        assert (CHART / "dashboards-otel").resolve() == (ROOT / "grafana" / "dashboards-otel").resolve()
 
     def test_dashboard_configmaps_hold_the_files(self) -> None:
         """One ConfigMap per dashboard, labelled for the sidecar, with the file's exact bytes."""
@@ -374,6 +375,23 @@ class TestSingleSourceOfTruth:
         for path in sorted((ROOT / "prometheus" / "rules").glob("*.yaml")):
             groups += yaml.safe_load(path.read_text())["groups"]
         assert rule["spec"]["groups"] == groups
+
+    def test_otel_naming_renders_the_otel_set(self) -> None:
+        """metrics.naming=otel sets OPSKIT_METRICS_NAMING and ships the generated otel dashboards and rules."""
+        otel = ["metrics.naming=otel", "dashboards.enabled=true", "prometheusRule.enabled=true"]
+        manifests = render(set_values=otel)
+        assert container_env(manifests)["OPSKIT_METRICS_NAMING"]["value"] == "otel"
+        maps = [m for m in find(manifests, "ConfigMap") if "grafana_dashboard" in m["metadata"]["labels"]]
+        files = {p.name: p.read_text() for p in (ROOT / "grafana" / "dashboards-otel").glob("*.json")}
+        assert len(maps) == len(files) == 3
+        assert {name: text for m in maps for name, text in m["data"].items()} == files
+        groups = []
+        for path in sorted((ROOT / "prometheus" / "rules" / "otel").glob("*.yaml")):
+            groups += yaml.safe_load(path.read_text())["groups"]
+        assert one(manifests, "PrometheusRule")["spec"]["groups"] == groups
+        default = render(set_values=["prometheusRule.enabled=true"])
+        assert container_env(default)["OPSKIT_METRICS_NAMING"]["value"] == "prometheus"
+        assert one(default, "PrometheusRule")["spec"]["groups"] != groups
 
     def test_packaged_chart_contains_the_files(self, tmp_path: Path) -> None:
         """`helm package` follows the links: the archive carries the dashboards and rules themselves."""

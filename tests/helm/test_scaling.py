@@ -33,6 +33,8 @@ from tests.prometheus.server import PrometheusServer, prometheus_server
 APP = f"{RELEASE}-opskit"
 KEDA_VALUES = CHART / "ci" / "keda-values.yaml"
 ADAPTER_VALUES = CHART / "adapter" / "prometheus-adapter-values.yaml"
+#: The adapter values for OPSKIT_METRICS_NAMING=otel, generated from ADAPTER_VALUES (scripts/gen_naming.py).
+ADAPTER_VALUES_OTEL = CHART / "adapter" / "otel" / "prometheus-adapter-values.yaml"
 TARGET_LABELS = {"namespace": NAMESPACE, "service": APP, "pod": f"{APP}-0"}
 
 
@@ -160,9 +162,20 @@ class TestOverloadValues:
             render(set_values=[value])
 
 
+@pytest.fixture(scope="module")
+def scraped_otel() -> Iterator[PrometheusServer]:
+    """The same, with the metrics named by OpenTelemetry's conventions."""
+    with (
+        StandInExporter(naming="otel") as exporter,
+        prometheus_server(targets=[exporter.target], target_labels=TARGET_LABELS) as prom,
+    ):
+        prom.wait_for("rate(http_server_request_duration_seconds_count[15s]) > 0")
+        yield prom
+
+
 class TestPrometheusAdapterRule:
-    def rule(self) -> dict[str, Any]:
-        (rule,) = yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]
+    def rule(self, path: Any = ADAPTER_VALUES) -> dict[str, Any]:
+        (rule,) = yaml.safe_load(path.read_text())["rules"]["custom"]
         return dict(rule)
 
     def test_serves_the_metric_the_hpa_reads(self) -> None:
@@ -178,10 +191,15 @@ class TestPrometheusAdapterRule:
         pods = next(m for m in hpa["spec"]["metrics"] if m["type"] == "Pods")
         assert pods["pods"]["metric"]["name"] == rule["name"]["as"]
 
-    def test_the_query_expanded_as_the_adapter_does_returns_a_rate_per_pod(self, scraped: PrometheusServer) -> None:
+    @pytest.mark.parametrize("naming", ["prometheus", "otel"])
+    def test_the_query_expanded_as_the_adapter_does_returns_a_rate_per_pod(
+        self, naming: str, request: pytest.FixtureRequest
+    ) -> None:
         """seriesQuery finds the scraped series; metricsQuery, its placeholders filled for one pod, is a
-        rate per pod."""
-        rule = self.rule()
+        rate per pod (the otel values on the otel names)."""
+        scraped: PrometheusServer = request.getfixturevalue("scraped" if naming == "prometheus" else "scraped_otel")
+        rule = self.rule(ADAPTER_VALUES if naming == "prometheus" else ADAPTER_VALUES_OTEL)
+        assert rule["name"]["as"] == self.rule()["name"]["as"]
         assert scraped.series(rule["seriesQuery"])
         series = re.match(r"\^(.+)\$", rule["name"]["matches"])
         assert series is not None

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from opskit.component import Component
 from opskit.exchange import Exchange
-from opskit.metrics.component import MetricsComponent
+from opskit.metrics.component import MetricsComponent, metrics_component
 from opskit.metrics.registry import Registry
 from opskit.middleware import OpskitMiddleware
 from opskit.runtime import Runtime
@@ -84,6 +84,6 @@ def wrapped(settings: Settings, registry: Registry | None = None) -> tuple[Opski
     """The test app behind opskit's middleware with metrics (and the trace ID stand-in)."""
     app = create_app()
     runtime = Runtime(settings, app)
-    metrics = MetricsComponent(runtime, registry)
+    metrics = metrics_component(runtime, registry)
     middleware = OpskitMiddleware(app, runtime, [TraceIdsFromHeader(), metrics])
     return middleware, metrics

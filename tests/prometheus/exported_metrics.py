@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from opskit.metrics.naming import Naming, families
+
 MetricType = Literal["counter", "gauge", "histogram", "info"]
 
 # Labels Prometheus adds to every series of a scraped opskit pod (kube-prometheus ServiceMonitor relabelling).
@@ -95,6 +97,23 @@ TRACE_EXPORT = tuple(metric.name for metric in EXPORTED if metric.name.startswit
 KUBERNETES_ONLY = tuple(name for name in EXTERNAL if name != "up")
 
 
-def exported_series() -> frozenset[str]:
+def exported(naming: Naming = "prometheus") -> tuple[Metric, ...]:
+    """The exported families under ``naming``: with ``otel``, the HTTP ones as opskit's family table names them."""
+    if naming == "prometheus":
+        return EXPORTED
+    by_name = {family.name: role for role, family in families("prometheus").items()}
+    otel = families("otel")
+    out: list[Metric] = []
+    for metric in EXPORTED:
+        role = by_name.get(metric.name)
+        if role is None:
+            out.append(metric)
+        elif role in otel:
+            family = otel[role]
+            out.append(Metric(family.name, metric.type, family.labels))
+    return tuple(out)
+
+
+def exported_series(naming: Naming = "prometheus") -> frozenset[str]:
     """Every series name an opskit process exposes."""
-    return frozenset(series for metric in EXPORTED for series in metric.series_names())
+    return frozenset(series for metric in exported(naming) for series in metric.series_names())

@@ -1,4 +1,7 @@
-"""The Prometheus rule files: valid for promtool, unit-tested, documented, built on exported metrics."""
+"""The Prometheus rule files: valid for promtool, unit-tested, documented, built on exported metrics.
+
+promtool checks and runs both sets: the hand-written one and the one generated for OPSKIT_METRICS_NAMING=otel.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.grafana.dashboards import RULES, recorded_names, rule_files, rule_queries
+from opskit.metrics.naming import NAMINGS, Naming
+from tests.grafana.dashboards import FOLDERS, RULES, recorded_names, rule_files, rule_queries
 from tests.prometheus.exported_metrics import EXTERNAL, RATELIMIT_DECISIONS, exported_series
 from tests.servers import ROOT, which
 
 UNIT_TESTS = ROOT / "prometheus" / "tests" / "opskit-alerts.test.yaml"
 RUNBOOKS = ROOT / "prometheus" / "runbooks.md"
 RULE_FILES = rule_files()
+ALL_RULE_FILES = [path for naming in NAMINGS for path in rule_files(naming)]
+
+
+def unit_tests(naming: Naming) -> Path:
+    return UNIT_TESTS.parent / FOLDERS[naming] / UNIT_TESTS.name
 
 
 def _promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -35,16 +44,17 @@ def _alerts() -> list[dict[str, Any]]:
 class TestPromtool:
     """promtool, the reference checker, accepts the rules and passes their unit tests."""
 
-    @pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+    @pytest.mark.parametrize("path", ALL_RULE_FILES, ids=lambda p: str(p.relative_to(RULES)))
     def test_check_rules(self, path: Path) -> None:
         """`promtool check rules` finds no syntax or lint error."""
         result = _promtool("check", "rules", path)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "SUCCESS" in result.stdout
 
-    def test_unit_tests_pass(self) -> None:
+    @pytest.mark.parametrize("naming", NAMINGS)
+    def test_unit_tests_pass(self, naming: Naming) -> None:
         """`promtool test rules`: every alert fires on the bad series and stays quiet on the good ones."""
-        result = _promtool("test", "rules", UNIT_TESTS)
+        result = _promtool("test", "rules", unit_tests(naming))
         assert result.returncode == 0, result.stdout + result.stderr
 
     def test_unit_tests_can_fail(self, tmp_path: Path) -> None:
@@ -69,10 +79,12 @@ class TestUnitTestCoverage:
         tests = yaml.safe_load(UNIT_TESTS.read_text())["tests"]
         return [case for test in tests for case in test.get("alert_rule_test", [])]
 
-    def test_unit_tests_load_every_rule_file(self) -> None:
-        """The unit tests run against every rule file shipped."""
-        listed = {(UNIT_TESTS.parent / p).resolve() for p in yaml.safe_load(UNIT_TESTS.read_text())["rule_files"]}
-        assert listed == {path.resolve() for path in RULE_FILES}
+    @pytest.mark.parametrize("naming", NAMINGS)
+    def test_unit_tests_load_every_rule_file(self, naming: Naming) -> None:
+        """The unit tests run against every rule file shipped, the otel ones against the otel rules."""
+        path = unit_tests(naming)
+        listed = {(path.parent / p).resolve() for p in yaml.safe_load(path.read_text())["rule_files"]}
+        assert listed == {path.resolve() for path in rule_files(naming)}
 
     @pytest.mark.parametrize("alert", sorted({a["alert"] for a in _alerts()}))
     def test_each_alert_fires_and_stays_quiet(self, alert: str) -> None:
@@ -119,10 +131,11 @@ class TestRuleContent:
             else:
                 assert pairs == [("1d", "3"), ("2h", "3"), ("3d", "1"), ("6h", "1")]
 
-    def test_rules_read_only_known_metrics(self) -> None:
+    @pytest.mark.parametrize("naming", NAMINGS)
+    def test_rules_read_only_known_metrics(self, naming: Naming) -> None:
         """Rules select metrics opskit exports, their own recordings, or Prometheus's `up`."""
-        known = exported_series() | recorded_names() | set(EXTERNAL)
-        for path in RULE_FILES:
+        known = exported_series(naming) | recorded_names(naming) | set(EXTERNAL)
+        for path in rule_files(naming):
             for query in rule_queries(path):
                 assert query.metric_names(), query.source
                 assert query.metric_names() <= known, f"{query.source}: {query.metric_names() - known}"
