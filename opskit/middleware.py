@@ -73,6 +73,9 @@ class OpskitMiddleware:
         self._ws_started = hooks("websocket_started")
         self._ws_accepted = hooks("websocket_accepted")
         self._ws_closed = hooks("websocket_closed")[::-1]
+        # The app's own response headers are kept only for response-header capture (decided here,
+        # not per request).
+        self._keep_app_headers = bool(self.settings.capture_headers_server_response)
         # A request whose only per-request feature is its ID needs no Exchange: a lighter path.
         active = [c for c in self.components if any(overrides(c, h) for h in _PER_REQUEST)]
         only = active[0] if len(active) == 1 else None
@@ -145,6 +148,7 @@ class OpskitMiddleware:
         ex_token = _exchange.set(ex)  # opskit.annotate() finds the request from anywhere below
         on_response = self._on_response
         finish = self._finish
+        keep_app_headers = self._keep_app_headers
 
         sent_all = False  # the last body message is on its way: a disconnect now is the normal end
 
@@ -163,7 +167,8 @@ class OpskitMiddleware:
                     ex.first_byte = perf_counter()
             elif kind == "http.response.start":
                 ex.status = message["status"]
-                ex.app_headers = message.get("headers", ())
+                if keep_app_headers:
+                    ex.app_headers = message.get("headers", ())
                 for component, hook in on_response:
                     try:
                         hook(ex)

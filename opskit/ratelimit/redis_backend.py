@@ -173,7 +173,12 @@ class RedisBackend:
                 asyncio.get_running_loop().call_soon(self._flush)  # the others still need a sender
             raise
         self._pending = []
-        await self._carry(pending, future)
+        try:  # what _carry does, inlined: one coroutine less per batch
+            await self._send(pending)
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                future.exception()  # nobody will read it: mark it read, no "never retrieved" noise
+            raise
         return future.result()
 
     async def _carry(self, batch: list[_Pending], own: asyncio.Future[Decision]) -> None:
@@ -222,13 +227,14 @@ class RedisBackend:
                 future.set_exception(BackendError(error_reason(reply), type(reply).__name__))
             else:
                 allowed, index, remaining, retry_us, reset_us = reply
+                # Positional (outcome, rate, remaining, retry_after, reset): keywords cost more per decision.
                 future.set_result(
                     Decision(
-                        outcome="allowed" if allowed else "limited",
-                        rate=rates[int(index) - 1],
-                        remaining=int(remaining),
-                        retry_after=int(retry_us) / 1_000_000,
-                        reset=int(reset_us) / 1_000_000,
+                        "allowed" if allowed else "limited",
+                        rates[int(index) - 1],
+                        int(remaining),
+                        int(retry_us) / 1_000_000,
+                        int(reset_us) / 1_000_000,
                     )
                 )
 
@@ -290,7 +296,7 @@ class RedisBackend:
         except BaseException:
             drop()  # timed out or cancelled: its replies may still come; a fresh connection is better
             raise
-        if replies is not None and not any(map(_no_script, replies)):
+        if replies is not None and ReplyError not in map(type, replies):  # no error reply, so no NOSCRIPT
             return replies
         left = max(started + self.timeout - loop.time(), 0.0)
         if replies is None:
