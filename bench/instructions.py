@@ -9,8 +9,9 @@ included. The ratio bare ÷ variant estimates the throughput ratio a quiet machi
 leaving out only cache and branch-prediction effects.
 
 Work a server does per second rather than per request (the runtime-health lag probe and its
-watchdog, the OTLP exports of metrics, log records and spans) would be counted many times over: under valgrind a request takes tens of times longer,
-so a timer fires tens of times more often per request. The slowdown is measured (bare served
+watchdog, the OTLP exports of metrics, log records and spans) would be counted many times over:
+under valgrind a request takes tens of times longer, so a timer fires tens of times more often
+per request. The slowdown is measured (bare served
 natively, then under valgrind, the same requests over the same connections), and every
 time-based setting of the counted servers is stretched by it, so a timer costs each request the
 share it costs on a real machine.

@@ -336,10 +336,16 @@ class RedisBackend:
         return list(await pipe.execute(raise_on_error=False))
 
     def _payload(self, batch: Sequence[_Pending]) -> bytes:
-        frames = []
+        frames: list[bytes] = []
+        last: tuple[Any, int, bool] | None = None
+        head = tail = b""
         for key, cost, rates, _, force in batch:
-            head, tail = self._frame(rates, cost, force)
-            frames += [head, bulk(key.encode()), tail]
+            # A batch's decisions mostly share one policy: its frame is looked up once, not per decision.
+            if last is None or rates is not last[0] or cost != last[1] or force is not last[2]:
+                head, tail = self._frame(rates, cost, force)
+                last = (rates, cost, force)
+            raw = key.encode()
+            frames += [head, b"$%d\r\n%s\r\n" % (len(raw), raw), tail]  # bulk(raw), inlined
         return b"".join(frames)
 
     async def _over_channel(self, channel: ScriptChannel, batch: Sequence[_Pending]) -> list[Any]:
