@@ -31,6 +31,7 @@ def test_settings_are_stretched_within_their_bounds() -> None:
     assert dilated_settings(20) == {
         "OPSKIT_RUNTIME_LAG_INTERVAL": "1",
         "OPSKIT_RUNTIME_BLOCKED_THRESHOLD": "2",
+        "OPSKIT_METRICS_IN_PROGRESS_INTERVAL": "20",
         "OTEL_METRIC_EXPORT_INTERVAL": "20000",
         "OTEL_BLRP_SCHEDULE_DELAY": "20000",
         "OTEL_BSP_SCHEDULE_DELAY": "100000",
