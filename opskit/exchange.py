@@ -45,7 +45,8 @@ class Exchange:
     trace_number: int | None = None
     #: When the first part of a body that came in several parts was sent (``perf_counter``), else 0.
     first_byte = 0.0
-    #: The response headers the app sent (before opskit's own were appended).
+    #: The response headers the app sent (before opskit's own were appended); recorded when
+    #: response headers are captured (``OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_RESPONSE``).
     app_headers: Any = ()
     #: Websocket messages the app sent and received.
     messages_sent = 0

@@ -73,13 +73,17 @@ class OpskitMiddleware:
         self._ws_started = hooks("websocket_started")
         self._ws_accepted = hooks("websocket_accepted")
         self._ws_closed = hooks("websocket_closed")[::-1]
+        # The app's own response headers are kept only for response-header capture (decided here,
+        # not per request).
+        self._keep_app_headers = bool(self.settings.capture_headers_server_response)
         # A request whose only per-request feature is its ID needs no Exchange: a lighter path.
         active = [c for c in self.components if any(overrides(c, h) for h in _PER_REQUEST)]
         only = active[0] if len(active) == 1 else None
         self._lean = not active or isinstance(only, RequestIdComponent)
         # No per-request feature at all (runtime health alone): requests go straight to the app.
         self._direct = not active
-        self._bind_id: Callable[[Scope], tuple[str, Any]] | None = None
+        # The lean path is taken only with request IDs on (with nothing on, the direct one is).
+        self._bind_id: Callable[[Scope], tuple[str, Any]] = _no_request_ids
         self._id_header = b""
         if isinstance(only, RequestIdComponent):
             self._bind_id = only.bind
@@ -87,7 +91,7 @@ class OpskitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "lifespan" and self._forward is not None:
+        if self._forward is not None and kind != "lifespan":
             self._forward(scope)
         if kind != "http":
             if kind == "websocket":
@@ -109,19 +113,15 @@ class OpskitMiddleware:
 
         if self._lean:
             # Inlined rather than a method: one coroutine frame less on every request.
-            extra: tuple[bytes, bytes] | None = None
-            rid_token = None
-            if self._bind_id is not None:
-                rid, rid_token = self._bind_id(scope)
-                extra = (self._id_header, rid.encode("ascii"))
+            rid, rid_token = self._bind_id(scope)
+            extra = (self._id_header, rid.encode("ascii"))
             started = False
 
             async def lean_send(message: Message) -> None:
                 nonlocal started
                 if message["type"] == "http.response.start":
                     started = True
-                    if extra is not None:
-                        message = {**message, "headers": [*message.get("headers", ()), extra]}
+                    message = {**message, "headers": [*message.get("headers", ()), extra]}
                 await send(message)
 
             try:
@@ -136,8 +136,7 @@ class OpskitMiddleware:
                 if not started:
                     await self._unavailable(lean_send)
             finally:
-                if rid_token is not None:
-                    _request_id.reset(rid_token)
+                _request_id.reset(rid_token)
             return
 
         ex = Exchange(scope, self.runtime)
@@ -145,6 +144,7 @@ class OpskitMiddleware:
         ex_token = _exchange.set(ex)  # opskit.annotate() finds the request from anywhere below
         on_response = self._on_response
         finish = self._finish
+        keep_app_headers = self._keep_app_headers
 
         sent_all = False  # the last body message is on its way: a disconnect now is the normal end
 
@@ -163,7 +163,8 @@ class OpskitMiddleware:
                     ex.first_byte = perf_counter()
             elif kind == "http.response.start":
                 ex.status = message["status"]
-                ex.app_headers = message.get("headers", ())
+                if keep_app_headers:
+                    ex.app_headers = message.get("headers", ())
                 for component, hook in on_response:
                     try:
                         hook(ex)
@@ -371,6 +372,10 @@ class OpskitMiddleware:
             except (Exception, asyncio.CancelledError) as exc:
                 # A feature that cannot start (collector or Redis down) degrades; the app still serves.
                 self._hook_failed(component, hook, exc)
+
+
+def _no_request_ids(scope: Scope) -> tuple[str, Any]:
+    raise RuntimeError("the lean path needs the request-ID component")
 
 
 async def _plain_answer(send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:

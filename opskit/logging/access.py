@@ -23,6 +23,7 @@ __all__ = ["AccessLog", "create_component"]
 
 _MAX_FIELD = MAX_FIELD  # a hostile User-Agent or path must not make a line unbounded
 _LOW_64 = (1 << 64) - 1
+_HEAD = frozenset({"timestamp", "level", "logger", "event"})  # the JSON line's own; not structlog fields
 
 
 def _milliseconds(seconds: float) -> float:
@@ -64,6 +65,9 @@ class AccessLog(Component):
         self._bound = round(self._sample * (1 << 64))
         self._keep_below = 400 if settings.access_log_sample_keep_4xx else 500
         self._skipped: Any = None
+        self._plain = self._slow is None and not self._sampling
+        self._capturing = self._headers or self._response_headers is not None
+        self._static = self._context.static
         if self._sampling:
             self._skipped = runtime.registry.counter(
                 "opskit_access_log_skipped_total", "Access-log lines left out by OPSKIT_ACCESS_LOG_SAMPLE."
@@ -76,17 +80,41 @@ class AccessLog(Component):
             return (number & _LOW_64) >= self._bound
         return random.random() >= self._sample
 
+    def _level(self, ex: Exchange, status: int, failed: bool) -> str | None:
+        """The line's level with a slow threshold or sampling set, or ``None`` when it is not written."""
+        slow = self._slow is not None and not failed and ex.end - ex.start > self._slow
+        if not (self._error if failed else self._warning if slow else self._info) or ex.path in self._excluded:
+            return None
+        if self._sampling and not failed and not slow and status < self._keep_below and self._sampled_out(ex):
+            self._skipped.inc()
+            return None
+        return "error" if failed else "warning" if slow else "info"
+
+    def _add_headers(self, ex: Exchange, line: dict[str, Any]) -> None:
+        if self._headers:
+            line["request_headers"] = request_headers(ex)
+        if self._response_headers is not None:
+            line["response_headers"] = self._response_headers.pick(ex.app_headers, response=True)
+
     def request_finished(self, ex: Exchange) -> None:
         status = ex.status
         failed = status >= 500 or status == 0
-        slow = self._slow is not None and not failed and ex.end - ex.start > self._slow
-        if not (self._error if failed else self._warning if slow else self._info) or ex.path in self._excluded:
-            return
-        if self._sampling and not failed and not slow and status < self._keep_below and self._sampled_out(ex):
-            self._skipped.inc()
-            return
+        level: str | None
+        if self._plain:  # no slow threshold, no sampling (decided at startup): the level alone decides
+            if not (self._error if failed else self._info) or ex.path in self._excluded:
+                return
+            level = "error" if failed else "info"
+        else:
+            level = self._level(ex, status, failed)
+            if level is None:
+                return
         ua = ex.header(b"user-agent")
-        fields: dict[str, Any] = {
+        # Built in its final order in one go: the head keys, the request's fields, then the context.
+        line: dict[str, Any] = {
+            "timestamp": timestamp(),
+            "level": level,
+            "logger": "opskit.access",
+            "event": "request",
             "method": ex.method,
             "route": ex.route,
             "path": ex.path[:_MAX_FIELD],
@@ -96,24 +124,27 @@ class AccessLog(Component):
             "client": ex.client,
             "user_agent": ua[:_MAX_FIELD].decode("latin-1") if ua is not None else None,
         }
-        if self._headers:
-            fields["request_headers"] = request_headers(ex)
-        if self._response_headers is not None:
-            fields["response_headers"] = self._response_headers.pick(ex.app_headers, response=True)
-        if ex.annotations:
-            fields.update(ex.annotations)
-        level = "error" if failed else "warning" if slow else "info"
+        if self._capturing:
+            self._add_headers(ex, line)
+        annotations = ex.annotations
+        if annotations:
+            line.update(annotations)
         if not self._fast:
+            fields = {key: value for key, value in line.items() if key not in _HEAD}
             getattr(self._log, level)("request", **fields)
             return
-        line: dict[str, Any] = {
-            "timestamp": timestamp(),
-            "level": level,
-            "logger": "opskit.access",
-            "event": "request",
-            **fields,
-        }
-        self._context.fill(line, ex.request_id or _request_id.get(), ex.trace_id, ex.span_id)
+        request_id = ex.request_id or _request_id.get()
+        if annotations:
+            self._context.fill(line, request_id, ex.trace_id, ex.span_id)
+        else:
+            # What fill() adds, in its order; the line has none of these keys yet, so no setdefault.
+            if request_id is not None:
+                line["request_id"] = request_id
+            trace_id = ex.trace_id
+            if trace_id is not None:
+                line["trace_id"] = trace_id
+                line["span_id"] = ex.span_id
+            line.update(self._static)
         write_json(line)
 
     def websocket_closed(self, ex: Exchange) -> None:

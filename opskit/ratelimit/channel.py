@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -115,6 +116,21 @@ class ScriptChannel:
         self._handshake_count = len(handshake)
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
+
+    def submit(self, payload: bytes, count: int) -> tuple[asyncio.Future[list[Any]], Callable[[], None]] | None:
+        """Write ``count`` prepacked commands on the open connection now: the future of their replies
+        and what drops that connection; ``None`` when no connection is open (:meth:`call` opens one).
+
+        No coroutine and no task: the caller bounds the wait itself (:func:`~.deadline.expire`) and
+        drops the connection when it stops waiting, as :meth:`call` does.
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            return None
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        protocol.waiting.append(_Batch(future, count))
+        protocol.transport.write(payload)  # type: ignore[union-attr]
+        return future, protocol.abort
 
     async def call(self, payload: bytes, count: int) -> list[Any]:
         """Send ``count`` prepacked commands and return their replies (error replies as :class:`ReplyError`).

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["within"]
+__all__ = ["Expiry", "within"]
 
 T = TypeVar("T")
 
@@ -34,6 +35,63 @@ def within(awaitable: Coroutine[Any, Any, T], timeout: float, background: set[as
     # Runs right after the task's first step (call_soon keeps order): the moment the command is written.
     loop.call_soon(lambda: started.append(loop.time()))
     return _within(task, timeout, started, background)
+
+
+class Expiry:
+    """Deadlines of one length for futures already under way (batches written on an open
+    connection), all kept by one timer.
+
+    :func:`within`'s bound without its task and timer per batch: the reply sets the future straight
+    from the protocol, and a future done in time is simply dropped when the timer next fires. A
+    future still waiting at its deadline fails with :class:`asyncio.TimeoutError`; one the loop
+    reached late by a stall gets that stall once more, at most 10 ms, so a reply read in that time
+    still wins.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._waiting: deque[list[Any]] = deque()  # [deadline, future, extended], oldest first
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, future: asyncio.Future[Any]) -> None:
+        """Fail ``future`` once the timeout has passed from now, unless it is done by then."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new loop (the old one's futures are gone with it)
+            self._loop, self._timer = loop, None
+            self._waiting.clear()
+        deadline = loop.time() + self.timeout
+        self._waiting.append([deadline, future, False])
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        loop = self._loop
+        self._timer = None
+        if loop is None:
+            return
+        now = loop.time()
+        waiting = self._waiting
+        while waiting and waiting[0][1].done():
+            waiting.popleft()
+        earliest = None
+        for entry in list(waiting):
+            deadline, future, extended = entry
+            if future.done():
+                waiting.remove(entry)
+                continue
+            late = now - deadline
+            if late >= 0 and not extended and late > _STALL:
+                deadline = entry[0] = now + min(late, _AFTER_STALL)
+                entry[2] = True
+            elif late >= 0:
+                waiting.remove(entry)
+                future.set_exception(asyncio.TimeoutError())
+                continue
+            if earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._timer = loop.call_at(earliest, self._fire)
 
 
 async def _wait(task: asyncio.Future[Any], seconds: float) -> None:

@@ -26,8 +26,10 @@ def _quote(name: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _policy_field(name: str, burst: int, window: int) -> bytes:
-    return f"{_quote(name)};q={burst};w={window}".encode()
+def _fields(name: str, burst: int, window: int) -> tuple[bytes, bytes]:
+    """The ``RateLimit-Policy`` value and the quoted name that starts ``RateLimit`` (one lookup per response)."""
+    quoted = _quote(name)
+    return f"{quoted};q={burst};w={window}".encode(), quoted.encode()
 
 
 def rate_limit_headers(policy: str, decision: Decision, *, legacy: bool = False) -> Headers:
@@ -38,11 +40,11 @@ def rate_limit_headers(policy: str, decision: Decision, *, legacy: bool = False)
     ``X-RateLimit-Limit/-Remaining/-Reset`` trio (reset in seconds from now).
     """
     rate = decision.rate
-    name = _quote(policy)
     reset = math.ceil(decision.reset)
+    policy_field, prefix = _fields(policy, rate.burst, rate.window)
     headers = [
-        (b"ratelimit-policy", _policy_field(policy, rate.burst, rate.window)),
-        (b"ratelimit", f"{name};r={decision.remaining};t={reset}".encode()),
+        (b"ratelimit-policy", policy_field),
+        (b"ratelimit", b"%s;r=%d;t=%d" % (prefix, decision.remaining, reset)),
     ]
     if legacy:
         headers += [

@@ -126,6 +126,32 @@ class TestBatching:
         assert trips(batch=True) == 1
         assert trips(batch=False) == 50
 
+    def test_mixed_policies_costs_and_forced_spends_in_one_batch(self, redis: RedisServer) -> None:
+        """Decisions of different policies, costs and forced spends sent in one tick each get their own
+        script arguments: every bucket is charged as if it had been decided alone."""
+        small, large = Policy.build("small", "2/minute"), Policy.build("large", "100/minute")
+
+        async def scenario() -> list[tuple[str, int]]:
+            limiter = redis_limiter(redis.url, "mix:", RateLimitMetrics(Registry(None)))
+            await limiter.warm_up()
+            decisions = await asyncio.gather(
+                limiter.hit(small, "a"),
+                limiter.hit(large, "a", cost=10),
+                limiter.hit(small, "b", cost=2),
+                limiter.hit(small, "c", cost=3, force=True),
+                limiter.hit(large, "b"),
+            )
+            await limiter.close()
+            return [(d.outcome, d.remaining) for d in decisions]
+
+        assert asyncio.run(scenario()) == [
+            ("allowed", 1),
+            ("allowed", 90),
+            ("allowed", 0),
+            ("limited", 0),
+            ("allowed", 99),
+        ]
+
     def test_cancelled_leader_does_not_strand_the_batch(self, redis: RedisServer) -> None:
         """If the request that would send a tick's batch is cancelled, the others are still decided."""
         policy = Policy.build("leader", "1000/second")
