@@ -96,7 +96,11 @@ class TestColdStart:
         async def scenario() -> str:
             limiter = redis_limiter(redis.url, "cold:", RateLimitMetrics(Registry(None)), timeout=0.0001)
             decision = await limiter.hit(policy, "alice")
-            await asyncio.sleep(0.5)
+            # Polled rather than slept: a loaded machine may take longer than usual to connect.
+            for _ in range(100):
+                if (await asyncio.to_thread(redis.cli, "script", "exists", SCRIPT_SHA)).split() == ["1"]:
+                    break
+                await asyncio.sleep(0.05)
             await limiter.close()
             return decision.outcome
 
