@@ -30,10 +30,8 @@ import orjson
 
 from ..component import Component
 from ..exchange import Exchange
-from ..otlp import FAILURE_REASONS, ExportThread, OtlpHttpClient, resource_attributes, signal_endpoint
+from ..otlp import FAILURE_REASONS, ExportThread, OtlpClient, check_protocol, otlp_client, resource_attributes
 from ..otlp.wire import any_value, field, fixed64, key_values, varint
-from ..settings import ConfigError
-from ..settings.tracing import parse_key_values
 from ..throttle import ThrottledLog
 from ..version import VERSION
 from .writer import WRITER
@@ -228,14 +226,9 @@ os.register_at_fork(after_in_child=_forget_parent_lines)
 class OtlpLogs:
     """Drains a :class:`LogQueue` into ``ExportLogsServiceRequest`` batches; counts how they went."""
 
-    def __init__(self, settings: Settings, registry: Registry, client: OtlpHttpClient | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Registry, client: OtlpClient | None = None) -> None:
         self.settings = settings
-        self.client = client or OtlpHttpClient(
-            signal_endpoint(settings.otlp_logs_endpoint, settings.otlp_endpoint, "/v1/logs"),
-            headers=parse_key_values(settings.otlp_logs_headers),
-            timeout=settings.otlp_logs_timeout_ms / 1000,
-            compression=settings.otlp_logs_compression,
-        )
+        self.client = client or otlp_client(settings, "logs")
         self._exported = registry.counter("opskit_log_records_exported_total", "Log records the collector accepted.")
         self._failures = registry.counter(
             "opskit_log_export_failures_total",
@@ -307,11 +300,7 @@ class OtlpLogsComponent(Component):
 
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
-        if settings.otlp_logs_protocol != "http/protobuf":
-            raise ConfigError(
-                f"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL={settings.otlp_logs_protocol!r}: opskit sends log records over "
-                "OTLP/HTTP only; set OTEL_EXPORTER_OTLP_LOGS_PROTOCOL=http/protobuf"
-            )
+        check_protocol(settings, "logs")
         self.exporter = OtlpLogs(settings, runtime.registry)
         self.thread = ExportThread("opskit-otlp-logs", settings.blrp_schedule_delay_ms / 1000, self.exporter.export)
         self.exporter.queue.wake = self.thread.wake
