@@ -3,16 +3,18 @@
 The request is the same serialized ``Export*ServiceRequest`` an OTLP/HTTP export POSTs: grpcio's
 generic unary call sends the bytes as they are (no serializer), so opskit's own encoders serve
 both protocols and no generated stub is needed. Needs grpcio (``pip install 'opskit-asgi[grpc]'``);
-only this module imports it.
+only this module imports it, when a client is built (the module itself imports without it).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import grpc
-
 from .transport import Attempt, ExportResult, RetryingClient, Signal
+
+if TYPE_CHECKING:
+    import grpc
 
 __all__ = ["METHODS", "RETRYABLE_CODES", "OtlpGrpcClient"]
 
@@ -22,24 +24,8 @@ METHODS: dict[Signal, str] = {
     "logs": "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
 }
 # The status codes the OTLP specification calls transient (RESOURCE_EXHAUSTED only with RetryInfo: not retried).
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-
-
-def _reason(code: grpc.StatusCode | None) -> str:
-    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
-        return "timeout"
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return "connection"
-    return "other"
+RETRYABLE_CODES = frozenset({"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"})
+_REASONS = {"DEADLINE_EXCEEDED": "timeout", "UNAVAILABLE": "connection"}
 
 
 class OtlpGrpcClient(RetryingClient):
@@ -54,6 +40,9 @@ class OtlpGrpcClient(RetryingClient):
         timeout: float = 10.0,
         compression: str = "none",
     ) -> None:
+        import grpc
+
+        self._grpc = grpc
         self.endpoint = endpoint
         self.timeout = timeout
         parts = urlsplit(endpoint if "//" in endpoint else f"http://{endpoint}")
@@ -70,12 +59,14 @@ class OtlpGrpcClient(RetryingClient):
         self._call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(METHODS[signal])
 
     def _attempt(self, data: bytes, remaining: float, number: int) -> Attempt:
+        grpc = self._grpc
         try:
             self._call(data, timeout=remaining, metadata=self._metadata, wait_for_ready=False)
         except grpc.RpcError as error:
             code = error.code() if isinstance(error, grpc.Call) else None
             name = code.name if code is not None else type(error).__name__
-            return Attempt(ExportResult(False, _reason(code), name, number), retry=code in RETRYABLE_CODES)
+            result = ExportResult(False, _REASONS.get(name, "other"), name, number)
+            return Attempt(result, retry=name in RETRYABLE_CODES)
         except Exception as error:  # any transport failure is one export's failure, never the caller's
             return Attempt(ExportResult(False, "other", type(error).__name__, number))
         return Attempt(ExportResult(True, attempts=number))

@@ -251,10 +251,6 @@ def check_protocol(settings: Settings, signal: Signal) -> None:
     """Fail at startup, naming the variable, on a protocol this installation cannot send ``signal`` with."""
     protocol = otlp_export(settings, signal).protocol
     variable = f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
-    if protocol == "grpc" and signal != "traces":
-        raise ConfigError(
-            f"{variable}={protocol!r}: opskit sends {signal} over OTLP/HTTP only; set {variable}=http/protobuf"
-        )
     if protocol == "grpc" and not grpc_available():
         raise ConfigError(
             f"{variable}='grpc' needs the gRPC exporter: pip install 'opskit-asgi[grpc]' "

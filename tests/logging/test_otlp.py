@@ -17,6 +17,7 @@ import opskit
 from opskit.logging.otlp import OtlpLogs, OtlpLogsComponent, create_component, encode_record
 from opskit.logging.writer import WRITER, write_json
 from opskit.metrics.registry import Registry
+from opskit.otlp import transport
 from opskit.runtime import Runtime
 from opskit.settings import ConfigError, Settings, load_settings
 from tests.servers import free_port
@@ -207,7 +208,9 @@ class TestSettings:
         settings = load_settings()
         assert (settings.otlp_logs_headers, settings.otlp_logs_timeout_ms) == ("a=1", 1500)
 
-    def test_grpc_is_refused_at_startup(self) -> None:
+    def test_grpc_without_grpcio_fails_at_startup(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """gRPC without the grpc extra fails when the component is built, naming the variable and the fix."""
+        monkeypatch.setattr(transport, "grpc_available", lambda: False)  # grpcio cannot be uninstalled here
         settings = load_settings(logs_exporter="otlp", otlp_logs_protocol="grpc")
-        with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_LOGS_PROTOCOL='grpc'"):
+        with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL='grpc'.*opskit-asgi\[grpc\]"):
             create_component(Runtime(settings))
