@@ -133,6 +133,29 @@ class TestRecords:
         assert nested.WhichOneof("value") == "string_value"  # the rest of the nesting, as text
 
 
+    def test_cached_pairs_keep_their_types(self) -> None:
+        """Equal-looking values of different types, repeated across lines, each decode as their own type:
+        the cache of encoded pairs never answers "1" for 1, True or 1.0."""
+        values: list[Any] = ["1", 1, True, 1.0, "1", 1, True, 1.0, None, "true"]
+        decoded = []
+        for value in values:
+            record = LogRecord()
+            record.ParseFromString(encode_record(1, orjson.dumps({"level": "info", "event": "e", "n": value})))
+            decoded.append(attributes(record.attributes)["n"])
+            assert (record.severity_text, record.body.string_value) == ("INFO", "e")
+        assert [(type(v), v) for v in decoded] == [(type(v), v) for v in values]
+
+    def test_the_pair_cache_is_bounded(self) -> None:
+        """Unique values under a cached key never grow the cache past its bound; each still decodes."""
+        from opskit.logging import otlp
+
+        for n in range(otlp.CACHE_MAX + 100):
+            record = LogRecord()
+            record.ParseFromString(encode_record(1, orjson.dumps({"event": "e", "user": f"u{n}"})))
+            assert attributes(record.attributes) == {"user": f"u{n}"}
+        assert len(otlp._strings) <= otlp.CACHE_MAX
+
+
 class TestBounds:
     def test_a_full_queue_drops_and_counts(self) -> None:
         """Past OTEL_BLRP_MAX_QUEUE_SIZE, lines are dropped (and counted) instead of waiting for room."""
