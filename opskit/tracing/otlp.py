@@ -142,32 +142,38 @@ class RequestSpanEncoder:
         self.scope = scope
         self._cache = _Cache(9)  # Span.attributes
         self._event_cache = _Cache(3)  # Span.Event.attributes
-        self._heads: dict[Resource, bytes] = {}
+        self._head: tuple[Resource, bytes] | None = None
         encoded_scope = _field(1, scope.name.encode())
         if scope.version:
             encoded_scope += _field(2, scope.version.encode())
         self._scope_head = _field(1, encoded_scope)
 
     def _resource(self, resource: Resource) -> bytes:
-        head = self._heads.get(resource)
-        if head is None:
-            head = _field(1, _Cache(1).attributes(resource.attributes))
-            if resource.schema_url:
-                head += _field(3, resource.schema_url.encode())
-            self._heads = {resource: head}  # one resource per process in practice
+        # By identity: a Resource's hash serializes all its attributes to JSON (one per process in practice).
+        if self._head is not None and self._head[0] is resource:
+            return self._head[1]
+        head = _field(1, _Cache(1).attributes(resource.attributes))
+        if resource.schema_url:
+            head += _field(3, resource.schema_url.encode())
+        self._head = (resource, head)
         return head
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized request for ``spans``."""
-        ours: dict[Resource, list[bytes]] = {}
+        # Grouped by the resource's identity, not its (costly) hash: the spans of a process share one.
+        ours: dict[int, tuple[Resource, list[bytes]]] = {}
         others: list[ReadableSpan] = []
         cache, event_cache = self._cache, self._event_cache
         for span in spans:
             if span.instrumentation_scope is self.scope and not span.links:
-                ours.setdefault(span.resource, []).append(_span(span, cache, event_cache))
+                resource = span.resource
+                group = ours.get(id(resource))
+                if group is None:
+                    group = ours[id(resource)] = (resource, [])
+                group[1].append(_span(span, cache, event_cache))
             else:
                 others.append(span)
-        out = [self._resource_spans(resource, encoded) for resource, encoded in ours.items()]
+        out = [self._resource_spans(resource, encoded) for resource, encoded in ours.values()]
         if others:
             out.append(encode_spans(others).SerializePartialToString())
         return b"".join(out)
