@@ -132,7 +132,6 @@ class TestRecords:
             nested = nested.kvlist_value.values[0].value
         assert nested.WhichOneof("value") == "string_value"  # the rest of the nesting, as text
 
-
     def test_cached_pairs_keep_their_types(self) -> None:
         """Equal-looking values of different types, repeated across lines, each decode as their own type:
         the cache of encoded pairs never answers "1" for 1, True or 1.0."""
