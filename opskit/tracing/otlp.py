@@ -104,6 +104,14 @@ def _event(event: Event, cache: _Cache) -> bytes:
     return _field(11, body)
 
 
+# The kind and status fields by enum value (``_value_``: a plain attribute, where ``.value`` is a
+# descriptor call per span); an unset status with no description is the same two bytes every time.
+_KINDS = [b"\x30" + _varint(value + 1) for value in range(5)]
+_UNSET_STATUS = b"\x7a\x00"
+_FLAGS_LOCAL = b"\x85\x01" + _fixed32(_SPAN_FLAGS_HAS_IS_REMOTE)
+_FLAGS_REMOTE = b"\x85\x01" + _fixed32(_SPAN_FLAGS_HAS_IS_REMOTE | _SPAN_FLAGS_IS_REMOTE)
+
+
 def _span(span: ReadableSpan, cache: _Cache, event_cache: _Cache) -> bytes:
     context = span.context
     parts = [
@@ -116,22 +124,27 @@ def _span(span: ReadableSpan, cache: _Cache, event_cache: _Cache) -> bytes:
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts.append(_field(5, span.name.encode("utf-8", "surrogatepass")))
-    parts.append(b"\x30" + _varint(span.kind.value + 1))
+    kind: int = span.kind._value_
+    parts.append(_KINDS[kind] if 0 <= kind < len(_KINDS) else b"\x30" + _varint(kind + 1))
     parts.append(b"\x39" + _fixed64(span.start_time or 0))
     parts.append(b"\x41" + _fixed64(span.end_time or 0))
-    if span.attributes:
-        parts.append(cache.attributes(span.attributes))
+    attributes = span.attributes
+    if attributes:
+        parts.append(cache.attributes(attributes))
     for event in span.events:
         parts.append(_event(event, event_cache))
     status = span.status
-    body = b""
-    if status.description:
-        body += _field(2, status.description.encode("utf-8", "surrogatepass"))
-    if status.status_code.value:
-        body += b"\x18" + _varint(status.status_code.value)
-    parts.append(_field(15, body))  # present even when empty, as the SDK's encoder writes it
-    flags = _SPAN_FLAGS_HAS_IS_REMOTE | (_SPAN_FLAGS_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    parts.append(b"\x85\x01" + _fixed32(flags))
+    code: int = status.status_code._value_
+    if not code and not status.description:
+        parts.append(_UNSET_STATUS)  # present even when empty, as the SDK's encoder writes it
+    else:
+        body = b""
+        if status.description:
+            body += _field(2, status.description.encode("utf-8", "surrogatepass"))
+        if code:
+            body += b"\x18" + _varint(code)
+        parts.append(_field(15, body))
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return _field(2, b"".join(parts))
 
 
