@@ -10,6 +10,12 @@ descriptor as on a container's stdout:
   another thread but the same CPU.
 
 Reports CPU microseconds per line, best of ROUNDS.
+
+Recorded on the shared 2-core machine (loaded; the wall-clock values move by ±20 %): stdout 0.92,
+tap with stdout 1.5 to 2.2, tap alone 0.64 to 0.76; export thread 16.5 before the string pairs
+were looked up for the whole line at once, 13.5 after. Counted with valgrind (instructions per
+record for this line, which does not move with load): 107,500 before, 87,300 after, of which
+orjson's parse is 15,200; the stdout writer's line is still several times cheaper.
 """
 
 from __future__ import annotations

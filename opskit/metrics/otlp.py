@@ -44,9 +44,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from ..component import Component
 from ..exchange import Exchange
-from ..otlp import FAILURE_REASONS, ExportThread, OtlpHttpClient, resource_attributes, signal_endpoint
-from ..settings import ConfigError
-from ..settings.tracing import parse_key_values
+from ..otlp import FAILURE_REASONS, ExportThread, OtlpClient, check_protocol, otlp_client, resource_attributes
 from ..throttle import ThrottledLog
 from ..version import VERSION
 from .layout import Exemplar as StoredExemplar
@@ -81,11 +79,8 @@ os.register_at_fork(after_in_child=_forked)
 
 def check_settings(settings: Settings) -> None:
     """Fail at startup, naming the variable, on a protocol opskit cannot send metrics with."""
-    if settings.metrics_otlp and settings.otlp_metrics_protocol != "http/protobuf":
-        raise ConfigError(
-            f"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL={settings.otlp_metrics_protocol!r}: opskit sends metrics over "
-            "OTLP/HTTP only; set OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=http/protobuf"
-        )
+    if settings.metrics_otlp:
+        check_protocol(settings, "metrics")
 
 
 def _unit(name: str) -> str:
@@ -118,16 +113,11 @@ class OtlpMetrics:
     Not thread-safe: one export thread calls :meth:`export`.
     """
 
-    def __init__(self, registry: Registry, settings: Settings, client: OtlpHttpClient | None = None) -> None:
+    def __init__(self, registry: Registry, settings: Settings, client: OtlpClient | None = None) -> None:
         self.registry = registry
         self.settings = settings
         self.delta = settings.otlp_metrics_temporality in ("delta", "lowmemory")
-        self.client = client or OtlpHttpClient(
-            signal_endpoint(settings.otlp_metrics_endpoint, settings.otlp_endpoint, "/v1/metrics"),
-            headers=parse_key_values(settings.otlp_metrics_headers),
-            timeout=settings.otlp_metrics_timeout_ms / 1000,
-            compression=settings.otlp_metrics_compression,
-        )
+        self.client = client or otlp_client(settings, "metrics")
         self._exports = registry.counter("opskit_metrics_otlp_exports_total", "Metric exports the collector accepted.")
         self._failures = registry.counter(
             "opskit_metrics_otlp_export_failures_total",

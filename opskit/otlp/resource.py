@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.version import __version__ as sdk_version
 
-from ..settings.tracing import parse_key_values
+from ..settings.otlp_export import parse_key_values
 
 if TYPE_CHECKING:
     from ..settings import Settings

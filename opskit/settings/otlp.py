@@ -1,20 +1,21 @@
 """Settings of OTLP export for metrics and logs: the standard ``OTEL_*`` variables.
 
-Every signal-specific variable falls back to the generic one, as the OpenTelemetry specification
-defines (``OTEL_EXPORTER_OTLP_METRICS_HEADERS``, else ``OTEL_EXPORTER_OTLP_HEADERS``); the
-signal endpoint is used as given, the generic one gets ``/v1/metrics`` or ``/v1/logs`` appended.
+Where and how each signal is sent (endpoint, protocol, headers, timeout, compression) is the one
+field set of :mod:`.otlp_export`, declared here for metrics and logs as tracing declares it for
+spans; what is left here is what only metrics or logs have.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, check_port, env, split_host_port
-from .tracing import OtlpCompression, OtlpProtocol, parse_key_values
+from ._base import SettingsSection, env
+from .otlp_export import KeyValueText, OtlpCompression, OtlpProtocol, OtlpUrl, check_otlp_url, otlp_field
+
+__all__ = ["METRICS_EXPORTERS", "LogsExporter", "OtlpSettings", "TemporalityPreference", "check_otlp_url"]
 
 TemporalityPreference = Literal["cumulative", "delta", "lowmemory"]
 LogsExporter = Literal["otlp", "none"]
@@ -22,23 +23,8 @@ StrTuple = Annotated[tuple[str, ...], NoDecode]
 METRICS_EXPORTERS = ("prometheus", "otlp", "none")
 
 
-def check_otlp_url(value: str) -> str:
-    """An empty string, or an http(s) URL with a host (and a valid port): what an OTLP endpoint is."""
-    value = value.strip()
-    if value:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL with a host, e.g. http://otel-collector:4318")
-        port = split_host_port(parts.netloc.rpartition("@")[2])[1]
-        if port:
-            check_port(port)
-        if parts.fragment:
-            raise ValueError("an OTLP endpoint has no #fragment")
-    return value
-
-
 class OtlpSettings(SettingsSection):
-    """OTLP/HTTP export of metrics and log records, beside (or instead of) Prometheus and stdout."""
+    """OTLP export of metrics and log records, beside (or instead of) Prometheus and stdout."""
 
     metrics_exporter: StrTuple = Field(
         ("prometheus",),
@@ -46,41 +32,11 @@ class OtlpSettings(SettingsSection):
         description="Comma-separated: `prometheus` (the metrics endpoint), `otlp` (each worker pushes its own "
         "values), both, or `none`.",
     )
-    otlp_metrics_endpoint: str = Field(
-        "",
-        validation_alias=env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "otlp_metrics_endpoint"),
-        description="Full URL metrics are sent to; wins over `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/metrics`).",
-    )
-    otlp_metrics_protocol: OtlpProtocol = Field(
-        "http/protobuf",
-        validation_alias=env(
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_metrics_protocol"
-        ),
-        description="`http/protobuf` (metrics and logs are sent over OTLP/HTTP only).",
-    )
-    otlp_metrics_headers: str = Field(
-        "",
-        validation_alias=env(
-            "OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "otlp_metrics_headers"
-        ),
-        description="Headers of metric exports, `key=value,...`; falls back to `OTEL_EXPORTER_OTLP_HEADERS`.",
-    )
-    otlp_metrics_timeout_ms: int = Field(
-        10000,
-        ge=1,
-        le=600_000,
-        validation_alias=env(
-            "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_metrics_timeout_ms"
-        ),
-        description="Milliseconds one metric export may take, retries included.",
-    )
-    otlp_metrics_compression: OtlpCompression = Field(
-        "none",
-        validation_alias=env(
-            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION", "otlp_metrics_compression"
-        ),
-        description="`none` or `gzip`, for metric exports.",
-    )
+    otlp_metrics_endpoint: OtlpUrl = otlp_field("metrics", "endpoint")
+    otlp_metrics_protocol: OtlpProtocol = otlp_field("metrics", "protocol")
+    otlp_metrics_headers: KeyValueText = otlp_field("metrics", "headers")
+    otlp_metrics_timeout_ms: int = otlp_field("metrics", "timeout")
+    otlp_metrics_compression: OtlpCompression = otlp_field("metrics", "compression")
     otlp_metrics_temporality: TemporalityPreference = Field(
         "cumulative",
         validation_alias=env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "otlp_metrics_temporality"),
@@ -102,35 +58,11 @@ class OtlpSettings(SettingsSection):
     log_stdout: bool = Field(
         True, description="Write log lines to stdout; `false` with `OTEL_LOGS_EXPORTER=otlp` sends them over OTLP only."
     )
-    otlp_logs_endpoint: str = Field(
-        "",
-        validation_alias=env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "otlp_logs_endpoint"),
-        description="Full URL log records are sent to; wins over `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/logs`).",
-    )
-    otlp_logs_protocol: OtlpProtocol = Field(
-        "http/protobuf",
-        validation_alias=env("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_logs_protocol"),
-        description="`http/protobuf` (log records are sent over OTLP/HTTP only).",
-    )
-    otlp_logs_headers: str = Field(
-        "",
-        validation_alias=env("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "otlp_logs_headers"),
-        description="Headers of log exports, `key=value,...`; falls back to `OTEL_EXPORTER_OTLP_HEADERS`.",
-    )
-    otlp_logs_timeout_ms: int = Field(
-        10000,
-        ge=1,
-        le=600_000,
-        validation_alias=env("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_logs_timeout_ms"),
-        description="Milliseconds one log export may take, retries included.",
-    )
-    otlp_logs_compression: OtlpCompression = Field(
-        "none",
-        validation_alias=env(
-            "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION", "otlp_logs_compression"
-        ),
-        description="`none` or `gzip`, for log exports.",
-    )
+    otlp_logs_endpoint: OtlpUrl = otlp_field("logs", "endpoint")
+    otlp_logs_protocol: OtlpProtocol = otlp_field("logs", "protocol")
+    otlp_logs_headers: KeyValueText = otlp_field("logs", "headers")
+    otlp_logs_timeout_ms: int = otlp_field("logs", "timeout")
+    otlp_logs_compression: OtlpCompression = otlp_field("logs", "compression")
     blrp_schedule_delay_ms: int = Field(
         1000,
         ge=1,
@@ -183,17 +115,6 @@ class OtlpSettings(SettingsSection):
         if isinstance(value, str):
             value = value.strip().lower()
             return value or "none"
-        return value
-
-    @field_validator("otlp_metrics_endpoint", "otlp_logs_endpoint")
-    @classmethod
-    def _otlp_url(cls, value: str) -> str:
-        return check_otlp_url(value)
-
-    @field_validator("otlp_metrics_headers", "otlp_logs_headers")
-    @classmethod
-    def _otlp_key_values(cls, value: str) -> str:
-        parse_key_values(value)
         return value
 
     @property

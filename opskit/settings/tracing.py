@@ -5,16 +5,27 @@ from __future__ import annotations
 import re
 from importlib.metadata import entry_points
 from typing import Annotated, Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from ._base import SettingsSection, check_port, env, split_host_port, split_list
+from ._base import SettingsSection, env, split_list
+from .otlp_export import KeyValueText, OtlpCompression, OtlpProtocol, OtlpUrl, otlp_field, parse_key_values
+
+__all__ = [
+    "DEFAULT_PROPAGATORS",
+    "PROPAGATOR_GROUP",
+    "W3C_PROPAGATORS",
+    "OtlpCompression",
+    "OtlpProtocol",
+    "TraceResponseHeader",
+    "TracesExporter",
+    "TracesSampler",
+    "TracingSettings",
+    "parse_key_values",
+]
 
 TracesExporter = Literal["otlp", "console", "none"]
-OtlpProtocol = Literal["http/protobuf", "grpc"]
-OtlpCompression = Literal["none", "gzip"]
 TracesSampler = Literal[
     "always_on",
     "always_off",
@@ -26,32 +37,11 @@ TracesSampler = Literal[
 TraceResponseHeader = Literal["none", "traceresponse", "server-timing"]
 StrTuple = Annotated[tuple[str, ...], NoDecode]
 
-_KEY = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~/:@]{1,255}")
 _PROPAGATOR_NAME = re.compile(r"[a-z0-9_.\-]{1,64}")
 DEFAULT_PROPAGATORS = ("tracecontext", "baggage")
 # Parsed by opskit itself; any other name is an installed OpenTelemetry propagator (entry point).
 W3C_PROPAGATORS = frozenset(DEFAULT_PROPAGATORS)
 PROPAGATOR_GROUP = "opentelemetry_propagator"
-
-
-def parse_key_values(text: str) -> dict[str, str]:
-    """Parse the W3C-baggage-like ``key=value,key2=value2`` lists of OTEL_RESOURCE_ATTRIBUTES and headers.
-
-    Values are percent-decoded. Raises :class:`ValueError` on a malformed member.
-    """
-    pairs: dict[str, str] = {}
-    for member in text.split(","):
-        if not member.strip():
-            continue
-        key, sep, value = member.partition("=")
-        key = key.strip()
-        if not sep or not _KEY.fullmatch(key):
-            raise ValueError(f"expected comma-separated key=value pairs, got {member.strip()!r}")
-        value = unquote(value.strip())
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError(f"the value of {key!r} contains a control character")
-        pairs[key] = value
-    return pairs
 
 
 class TracingSettings(SettingsSection):
@@ -67,40 +57,17 @@ class TracingSettings(SettingsSection):
         validation_alias=env("OTEL_TRACES_EXPORTER", "traces_exporter"),
         description="`otlp`, `console` or `none`. Unset: `otlp` when an OTLP endpoint is set, else `none` (no spans).",
     )
-    otlp_endpoint: str = Field(
+    otlp_endpoint: OtlpUrl = Field(
         "",
         validation_alias=env("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
-        description="Base URL of the OTLP collector, e.g. `http://otel-collector:4318` (`/v1/traces` is appended).",
+        description="Base URL of the OTLP collector for every signal, e.g. `http://otel-collector:4318` (over HTTP "
+        "`/v1/traces`, `/v1/metrics` or `/v1/logs` is appended; over gRPC it is used as given).",
     )
-    otlp_traces_endpoint: str = Field(
-        "",
-        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "otlp_traces_endpoint"),
-        description="Full URL spans are sent to; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.",
-    )
-    otlp_protocol: OtlpProtocol = Field(
-        "http/protobuf",
-        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL", "otlp_protocol"),
-        description="`http/protobuf`, or `grpc` (needs `pip install 'opskit-asgi[grpc]'`).",
-    )
-    otlp_headers: str = Field(
-        "",
-        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "otlp_headers"),
-        description="Headers sent to the collector: `key=value,key2=value2` (percent-encoded values).",
-    )
-    otlp_timeout_ms: int = Field(
-        10000,
-        ge=1,
-        le=600_000,
-        validation_alias=env("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT", "otlp_timeout_ms"),
-        description="Milliseconds one export may take (milliseconds, as the OpenTelemetry specification says).",
-    )
-    otlp_compression: OtlpCompression = Field(
-        "none",
-        validation_alias=env(
-            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION", "otlp_compression"
-        ),
-        description="`none` or `gzip`.",
-    )
+    otlp_traces_endpoint: OtlpUrl = otlp_field("traces", "endpoint")
+    otlp_traces_protocol: OtlpProtocol = otlp_field("traces", "protocol")
+    otlp_traces_headers: KeyValueText = otlp_field("traces", "headers")
+    otlp_traces_timeout_ms: int = otlp_field("traces", "timeout")
+    otlp_traces_compression: OtlpCompression = otlp_field("traces", "compression")
     traces_sampler: TracesSampler = Field(
         "parentbased_always_on",
         validation_alias=env("OTEL_TRACES_SAMPLER", "traces_sampler"),
@@ -190,22 +157,7 @@ class TracingSettings(SettingsSection):
     def _tracing_empty_exporter(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("otlp_endpoint", "otlp_traces_endpoint")
-    @classmethod
-    def _tracing_url(cls, value: str) -> str:
-        value = value.strip()
-        if value:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ValueError("expected an http:// or https:// URL with a host, e.g. http://otel-collector:4318")
-            port = split_host_port(parts.netloc.rpartition("@")[2])[1]
-            if port:
-                check_port(port)
-            if parts.fragment:
-                raise ValueError("an OTLP endpoint has no #fragment")
-        return value
-
-    @field_validator("otlp_headers", "resource_attributes")
+    @field_validator("resource_attributes")
     @classmethod
     def _tracing_key_values(cls, value: str) -> str:
         parse_key_values(value)

@@ -1,4 +1,4 @@
-"""A direct OTLP protobuf encoder for opskit's request spans, and the HTTP exporter that uses it.
+"""A direct OTLP protobuf encoder for opskit's request spans, and the exporter that sends it (HTTP or gRPC).
 
 The SDK's encoder builds a tree of protobuf message objects for every span, about 36 µs of CPU per
 request span, on the worker's export thread. Request spans have a known, flat shape (no links),
@@ -16,14 +16,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ..otlp.transport import OtlpClient
 from ..otlp.wire import field as _field
 from ..otlp.wire import fixed32 as _fixed32
 from ..otlp.wire import fixed64 as _fixed64
 from ..otlp.wire import varint as _varint
-from .export_metrics import failure_reason
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -105,6 +104,14 @@ def _event(event: Event, cache: _Cache) -> bytes:
     return _field(11, body)
 
 
+# The kind and status fields by enum value (``_value_``: a plain attribute, where ``.value`` is a
+# descriptor call per span); an unset status with no description is the same two bytes every time.
+_KINDS = [b"\x30" + _varint(value + 1) for value in range(5)]
+_UNSET_STATUS = b"\x7a\x00"
+_FLAGS_LOCAL = b"\x85\x01" + _fixed32(_SPAN_FLAGS_HAS_IS_REMOTE)
+_FLAGS_REMOTE = b"\x85\x01" + _fixed32(_SPAN_FLAGS_HAS_IS_REMOTE | _SPAN_FLAGS_IS_REMOTE)
+
+
 def _span(span: ReadableSpan, cache: _Cache, event_cache: _Cache) -> bytes:
     context = span.context
     parts = [
@@ -117,22 +124,27 @@ def _span(span: ReadableSpan, cache: _Cache, event_cache: _Cache) -> bytes:
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts.append(_field(5, span.name.encode("utf-8", "surrogatepass")))
-    parts.append(b"\x30" + _varint(span.kind.value + 1))
+    kind: int = span.kind._value_
+    parts.append(_KINDS[kind] if 0 <= kind < len(_KINDS) else b"\x30" + _varint(kind + 1))
     parts.append(b"\x39" + _fixed64(span.start_time or 0))
     parts.append(b"\x41" + _fixed64(span.end_time or 0))
-    if span.attributes:
-        parts.append(cache.attributes(span.attributes))
+    attributes = span.attributes
+    if attributes:
+        parts.append(cache.attributes(attributes))
     for event in span.events:
         parts.append(_event(event, event_cache))
     status = span.status
-    body = b""
-    if status.description:
-        body += _field(2, status.description.encode("utf-8", "surrogatepass"))
-    if status.status_code.value:
-        body += b"\x18" + _varint(status.status_code.value)
-    parts.append(_field(15, body))  # present even when empty, as the SDK's encoder writes it
-    flags = _SPAN_FLAGS_HAS_IS_REMOTE | (_SPAN_FLAGS_IS_REMOTE if parent is not None and parent.is_remote else 0)
-    parts.append(b"\x85\x01" + _fixed32(flags))
+    code: int = status.status_code._value_
+    if not code and not status.description:
+        parts.append(_UNSET_STATUS)  # present even when empty, as the SDK's encoder writes it
+    else:
+        body = b""
+        if status.description:
+            body += _field(2, status.description.encode("utf-8", "surrogatepass"))
+        if code:
+            body += b"\x18" + _varint(code)
+        parts.append(_field(15, body))
+    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return _field(2, b"".join(parts))
 
 
@@ -143,32 +155,38 @@ class RequestSpanEncoder:
         self.scope = scope
         self._cache = _Cache(9)  # Span.attributes
         self._event_cache = _Cache(3)  # Span.Event.attributes
-        self._heads: dict[Resource, bytes] = {}
+        self._head: tuple[Resource, bytes] | None = None
         encoded_scope = _field(1, scope.name.encode())
         if scope.version:
             encoded_scope += _field(2, scope.version.encode())
         self._scope_head = _field(1, encoded_scope)
 
     def _resource(self, resource: Resource) -> bytes:
-        head = self._heads.get(resource)
-        if head is None:
-            head = _field(1, _Cache(1).attributes(resource.attributes))
-            if resource.schema_url:
-                head += _field(3, resource.schema_url.encode())
-            self._heads = {resource: head}  # one resource per process in practice
+        # By identity: a Resource's hash serializes all its attributes to JSON (one per process in practice).
+        if self._head is not None and self._head[0] is resource:
+            return self._head[1]
+        head = _field(1, _Cache(1).attributes(resource.attributes))
+        if resource.schema_url:
+            head += _field(3, resource.schema_url.encode())
+        self._head = (resource, head)
         return head
 
     def encode(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized request for ``spans``."""
-        ours: dict[Resource, list[bytes]] = {}
+        # Grouped by the resource's identity, not its (costly) hash: the spans of a process share one.
+        ours: dict[int, tuple[Resource, list[bytes]]] = {}
         others: list[ReadableSpan] = []
         cache, event_cache = self._cache, self._event_cache
         for span in spans:
             if span.instrumentation_scope is self.scope and not span.links:
-                ours.setdefault(span.resource, []).append(_span(span, cache, event_cache))
+                resource = span.resource
+                group = ours.get(id(resource))
+                if group is None:
+                    group = ours[id(resource)] = (resource, [])
+                group[1].append(_span(span, cache, event_cache))
             else:
                 others.append(span)
-        out = [self._resource_spans(resource, encoded) for resource, encoded in ours.items()]
+        out = [self._resource_spans(resource, encoded) for resource, encoded in ours.values()]
         if others:
             out.append(encode_spans(others).SerializePartialToString())
         return b"".join(out)
@@ -179,32 +197,37 @@ class RequestSpanEncoder:
         return _field(1, head + scope_spans)
 
 
-class RequestSpanExporter(OTLPSpanExporter):
-    """The SDK's OTLP/HTTP exporter (retries, compression, headers, timeout), with the direct encoder."""
+class RequestSpanExporter(SpanExporter):
+    """Sends span batches through opskit's OTLP client (HTTP or gRPC: retries, compression, headers,
+    timeout), encoded by :class:`RequestSpanEncoder`."""
 
-    def __init__(self, *, scope: InstrumentationScope, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, client: OtlpClient, *, scope: InstrumentationScope) -> None:
+        self.client = client
         self._encoder = RequestSpanEncoder(scope)
+        self._shutdown = False
         # Why the last batch failed, for the export counters (read on the same export thread).
         self.last_failure: str | None = None
         self.last_failure_detail: str | None = None
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self.last_failure = self.last_failure_detail = None
-        client = getattr(self, "_client", None)
-        if client is None or getattr(self, "_shutdown", True):
-            return super().export(spans)
+        if self._shutdown:
+            return SpanExportResult.FAILURE
         try:
             data = self._encoder.encode(spans)
         except Exception:  # never lose a batch to the fast path: the SDK's encoder takes over
             log.warning("tracing: direct span encoding failed; using the SDK encoder", exc_info=True)
-            return super().export(spans)
-        result = client.export(data)
-        if result.success:
+            data = encode_spans(spans).SerializePartialToString()
+        result = self.client.export(data)
+        if result.ok:
             return SpanExportResult.SUCCESS
-        self.last_failure = failure_reason(result.status_code, result.error)
-        if result.status_code is not None:
-            self.last_failure_detail = f"HTTP {result.status_code}"
-        elif result.error is not None:
-            self.last_failure_detail = type(result.error).__name__
+        self.last_failure = result.reason or "other"
+        self.last_failure_detail = result.detail or None
         return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._shutdown = True
+        self.client.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

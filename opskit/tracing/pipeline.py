@@ -6,7 +6,6 @@ the OpenTelemetry classes are given explicit arguments so their own environment 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,8 +23,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from opskit.otlp.resource import resource_attributes
-from opskit.settings import ConfigError
-from opskit.settings.tracing import parse_key_values
+from opskit.otlp.transport import check_protocol, otlp_client
 from opskit.version import VERSION
 
 from .export_metrics import CountingExporter, TraceMetrics, count_drops, default_metrics, hold_back_sdk_export_lines
@@ -41,27 +39,16 @@ __all__ = [
     "build_resource",
     "build_sampler",
     "check_settings",
-    "traces_endpoint",
 ]
 
 
 SCOPE = InstrumentationScope("opskit.tracing", VERSION)
-GRPC_EXPORTER = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
-DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
-DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 
 
 def check_settings(settings: Settings) -> None:
     """Fail at startup, naming the variable, on a choice this installation cannot honour."""
-    if (
-        settings.traces_exporter_resolved == "otlp"
-        and settings.otlp_protocol == "grpc"
-        and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None
-    ):
-        raise ConfigError(
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='grpc' needs the gRPC exporter: pip install 'opskit-asgi[grpc]' "
-            "(or use the default http/protobuf)"
-        )
+    if settings.traces_exporter_resolved == "otlp":
+        check_protocol(settings, "traces")
 
 
 def build_resource(settings: Settings) -> Resource:
@@ -83,15 +70,6 @@ def build_sampler(settings: Settings) -> Sampler:
     return ParentBased(root) if name.startswith("parentbased_") else root
 
 
-def traces_endpoint(settings: Settings) -> str:
-    """The URL spans go to: the signal endpoint as given, else the base endpoint (+ ``/v1/traces`` over HTTP)."""
-    if settings.otlp_traces_endpoint:
-        return settings.otlp_traces_endpoint
-    if settings.otlp_protocol == "grpc":
-        return settings.otlp_endpoint or DEFAULT_GRPC_ENDPOINT
-    return (settings.otlp_endpoint or DEFAULT_HTTP_ENDPOINT).rstrip("/") + "/v1/traces"
-
-
 def _one_line(span: ReadableSpan) -> str:
     return str(span.to_json(indent=None)) + "\n"
 
@@ -101,31 +79,10 @@ def build_exporter(settings: Settings) -> SpanExporter:
     if settings.traces_exporter_resolved == "console":
         # One JSON object per line, like every other line opskit writes to stdout.
         return ConsoleSpanExporter(out=sys.stdout, formatter=_one_line)
-    headers = parse_key_values(settings.otlp_headers)
-    timeout = settings.otlp_timeout_ms / 1000
-    if settings.otlp_protocol == "grpc":
-        check_settings(settings)
-        grpc = importlib.import_module(GRPC_EXPORTER)
-        compression = importlib.import_module("grpc").Compression
-
-        grpc_exporter: SpanExporter = grpc.OTLPSpanExporter(
-            endpoint=traces_endpoint(settings),
-            headers=headers or None,
-            timeout=timeout,
-            compression=compression.Gzip if settings.otlp_compression == "gzip" else compression.NoCompression,
-        )
-        return grpc_exporter
-    from opentelemetry.exporter.otlp.proto.http import Compression
-
+    check_settings(settings)
     from .otlp import RequestSpanExporter
 
-    return RequestSpanExporter(
-        scope=SCOPE,
-        endpoint=traces_endpoint(settings),
-        headers=headers,
-        timeout=timeout,
-        compression=Compression.Gzip if settings.otlp_compression == "gzip" else Compression.NoCompression,
-    )
+    return RequestSpanExporter(otlp_client(settings, "traces"), scope=SCOPE)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import opskit
 from opskit.logging.otlp import OtlpLogs, OtlpLogsComponent, create_component, encode_record
 from opskit.logging.writer import WRITER, write_json
 from opskit.metrics.registry import Registry
+from opskit.otlp import transport
 from opskit.runtime import Runtime
 from opskit.settings import ConfigError, Settings, load_settings
 from tests.servers import free_port
@@ -131,6 +132,28 @@ class TestRecords:
             nested = nested.kvlist_value.values[0].value
         assert nested.WhichOneof("value") == "string_value"  # the rest of the nesting, as text
 
+    def test_cached_pairs_keep_their_types(self) -> None:
+        """Equal-looking values of different types, repeated across lines, each decode as their own type:
+        the cache of encoded pairs never answers "1" for 1, True or 1.0."""
+        values: list[Any] = ["1", 1, True, 1.0, "1", 1, True, 1.0, None, "true"]
+        decoded = []
+        for value in values:
+            record = LogRecord()
+            record.ParseFromString(encode_record(1, orjson.dumps({"level": "info", "event": "e", "n": value})))
+            decoded.append(attributes(record.attributes)["n"])
+            assert (record.severity_text, record.body.string_value) == ("INFO", "e")
+        assert [(type(v), v) for v in decoded] == [(type(v), v) for v in values]
+
+    def test_the_pair_cache_is_bounded(self) -> None:
+        """Unique values under a cached key never grow the cache past its bound; each still decodes."""
+        from opskit.logging import otlp
+
+        for n in range(otlp.CACHE_MAX + 100):
+            record = LogRecord()
+            record.ParseFromString(encode_record(1, orjson.dumps({"event": "e", "user": f"u{n}"})))
+            assert attributes(record.attributes) == {"user": f"u{n}"}
+        assert len(otlp._strings) <= otlp.CACHE_MAX
+
 
 class TestBounds:
     def test_a_full_queue_drops_and_counts(self) -> None:
@@ -207,7 +230,9 @@ class TestSettings:
         settings = load_settings()
         assert (settings.otlp_logs_headers, settings.otlp_logs_timeout_ms) == ("a=1", 1500)
 
-    def test_grpc_is_refused_at_startup(self) -> None:
+    def test_grpc_without_grpcio_fails_at_startup(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """gRPC without the grpc extra fails when the component is built, naming the variable and the fix."""
+        monkeypatch.setattr(transport, "grpc_available", lambda: False)  # grpcio cannot be uninstalled here
         settings = load_settings(logs_exporter="otlp", otlp_logs_protocol="grpc")
-        with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_LOGS_PROTOCOL='grpc'"):
+        with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_LOGS_PROTOCOL='grpc'.*opskit-asgi\[grpc\]"):
             create_component(Runtime(settings))

@@ -13,7 +13,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, M
 
 from opskit.metrics.otlp import OtlpMetrics, create_component
 from opskit.metrics.registry import Registry
-from opskit.otlp import OtlpHttpClient
+from opskit.otlp import OtlpHttpClient, transport
 from opskit.runtime import Runtime
 from opskit.settings import ConfigError, Settings, load_settings
 from tests.servers import free_port
@@ -179,10 +179,11 @@ class TestSettings:
         with pytest.raises(ConfigError, match="OTEL_METRIC_EXPORT_INTERVAL"):
             load_settings()
 
-    def test_grpc_is_refused_at_startup(self) -> None:
-        """Metrics go over OTLP/HTTP only: a gRPC protocol fails when the component is built, naming the variable."""
+    def test_grpc_without_grpcio_fails_at_startup(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """gRPC without the grpc extra fails when the component is built, naming the variable and the fix."""
+        monkeypatch.setattr(transport, "grpc_available", lambda: False)  # grpcio cannot be uninstalled here
         settings = load_settings(metrics_exporter=("otlp",), otlp_metrics_protocol="grpc")
-        with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_METRICS_PROTOCOL='grpc'"):
+        with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_METRICS_PROTOCOL='grpc'.*opskit-asgi\[grpc\]"):
             create_component(Runtime(settings))
 
     def test_no_component_without_otlp(self) -> None:

@@ -51,7 +51,7 @@ class TestConfig:
     def test_secrets_are_not_printed(self) -> None:
         """Passwords in URLs and secret-named fields are redacted in the report."""
         assert _redact("redis_url", "redis://app:hunter2@redis:6379/0") == "redis://app:[REDACTED]@redis:6379/0"
-        assert _redact("otlp_headers", "authorization=Bearer x") == "[REDACTED]"
+        assert _redact("otlp_traces_headers", "authorization=Bearer x") == "[REDACTED]"
         assert _redact("service_name", "checkout") == "checkout"
 
     def test_number_lists_are_shown(self) -> None:

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 import opskit.tracing
 from opskit.metrics import REGISTRY, Registry
 from opskit.metrics.exposition import render
+from opskit.otlp.transport import OtlpHttpClient, otlp_client
 from opskit.settings import load_settings
 from opskit.tracing.export_metrics import (
     SDK_EXPORT_LOGGER,
@@ -106,21 +107,21 @@ class TestCountedExport:
 
     def test_collector_down(self) -> None:
         """A closed port counts a connection failure, and its spans as dropped (export_failed)."""
-        changes = serve(f"http://127.0.0.1:{free_port()}", 4, otlp_timeout_ms=300)
+        changes = serve(f"http://127.0.0.1:{free_port()}", 4, otlp_traces_timeout_ms=300)
         assert changes == {failures("connection"): 1, dropped("export_failed"): 4}
 
     @pytest.mark.parametrize("status", [500, 503, 400])
     def test_collector_answers_an_error(self, status: int) -> None:
         """A 5xx (retried within the timeout, then given up) or 4xx counts under its status class."""
         with otlp_receiver(status=status) as receiver:
-            changes = serve(receiver.endpoint, 2, otlp_timeout_ms=300)
+            changes = serve(receiver.endpoint, 2, otlp_traces_timeout_ms=300)
         assert changes == {failures(f"http_{status // 100}xx"): 1, dropped("export_failed"): 2}
         assert receiver.attempts >= 1
 
     def test_collector_hangs(self) -> None:
         """A collector that never answers counts a timeout once the export timeout passed."""
         with otlp_receiver(hang=True) as receiver:
-            changes = serve(receiver.endpoint, 2, otlp_timeout_ms=200)
+            changes = serve(receiver.endpoint, 2, otlp_traces_timeout_ms=200)
         assert changes == {failures("timeout"): 1, dropped("export_failed"): 2}
 
     def test_queue_overflow(self) -> None:
@@ -129,7 +130,7 @@ class TestCountedExport:
             changes = serve(
                 receiver.endpoint,
                 12,
-                otlp_timeout_ms=1000,
+                otlp_traces_timeout_ms=1000,
                 bsp_max_queue_size=2,
                 bsp_max_export_batch_size=2,
                 bsp_schedule_delay_ms=60_000,
@@ -148,10 +149,10 @@ class TestBoundedLog:
         sdk.logger.addHandler(sdk)
         registry = Registry(None)
         metrics = TraceMetrics(registry)
-        settings = load_settings(otlp_endpoint=f"http://127.0.0.1:{free_port()}", otlp_timeout_ms=200)
+        settings = load_settings(otlp_endpoint=f"http://127.0.0.1:{free_port()}", otlp_traces_timeout_ms=200)
         pipeline = build_pipeline(settings, metrics)  # installs the filter on the SDK logger
         pipeline.provider.shutdown()
-        exporter = RequestSpanExporter(scope=SCOPE, endpoint=settings.otlp_endpoint + "/v1/traces", timeout=0.2)
+        exporter = RequestSpanExporter(otlp_client(settings, "traces"), scope=SCOPE)
         counting = CountingExporter(exporter, metrics)
         try:
             for n in range(5):
@@ -174,7 +175,7 @@ class TestBoundedLog:
                 raise requests.exceptions.ReadTimeout("slow")
 
         registry = Registry(None)
-        exporter = Raising(scope=SCOPE, endpoint="http://127.0.0.1:1/v1/traces")
+        exporter = Raising(OtlpHttpClient("http://127.0.0.1:1/v1/traces"), scope=SCOPE)
         counting = CountingExporter(exporter, TraceMetrics(registry))
         try:
             counting.export([span(1), span(2)])

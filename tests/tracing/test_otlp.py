@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -11,6 +13,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from opskit.tracing.otlp import RequestSpanEncoder
 from opskit.tracing.pipeline import SCOPE
+from tests.tracing.receiver import attributes
 
 RESOURCE = Resource({"service.name": "shop", "k8s.pod.name": "shop-1", "build": 7}, schema_url="https://x/1")
 REMOTE = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("a", "1")]))
@@ -74,6 +77,37 @@ class TestRequestSpanEncoder:
         encoder = RequestSpanEncoder(SCOPE)
         assert decoded(encoder.encode(spans)) == encode_spans(spans)
         assert decoded(encoder.encode(spans)) == encode_spans(spans)  # again, from the caches
+
+    def test_cached_pairs_keep_their_types(self) -> None:
+        """Equal-looking attribute values of different types, repeated across spans, decode as their own type."""
+        values: list[Any] = ["1", 1, True, 1.0]
+        spans = [request_span(n, attributes={"n": value}) for n, value in enumerate(values * 2)]
+        encoder = RequestSpanEncoder(SCOPE)
+        for _ in range(2):
+            request = decoded(encoder.encode(spans))
+            found = [
+                attributes(span.attributes)["n"]
+                for resource_spans in request.resource_spans
+                for scope_spans in resource_spans.scope_spans
+                for span in scope_spans.spans
+            ]
+            assert [(type(v), v) for v in found] == [(type(v), v) for v in values * 2]
+
+    def test_spans_of_two_resources_keep_their_own(self) -> None:
+        """Spans are grouped by their resource (by identity); each group carries its own resource."""
+        first, second = Resource({"service.name": "a"}), Resource({"service.name": "b"})
+        spans = [request_span(n, resource=resource) for n, resource in enumerate((first, second, first, second))]
+        encoder = RequestSpanEncoder(SCOPE)
+        for _ in range(2):
+            request = decoded(encoder.encode(spans))
+            names = {
+                attributes(rs.resource.attributes)["service.name"]: [
+                    s.span_id.hex() for ss in rs.scope_spans for s in ss.spans
+                ]
+                for rs in request.resource_spans
+            }
+            ids = [f"{0x99 + n:016x}" for n in range(4)]
+            assert names == {"a": [ids[0], ids[2]], "b": [ids[1], ids[3]]}
 
     def test_other_spans_go_through_the_sdk_encoder(self) -> None:
         """Spans of other scopes or with links are encoded by the SDK and merged into the same request."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any, cast
 
 import orjson
@@ -11,10 +10,12 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased,
 from starlette.testclient import TestClient
 
 import opskit.tracing
+from opskit.otlp import transport
+from opskit.otlp.transport import otlp_client
 from opskit.runtime import Runtime
 from opskit.settings import ConfigError, load_settings
 from opskit.tracing import create_component
-from opskit.tracing.pipeline import build_resource, build_sampler, traces_endpoint
+from opskit.tracing.pipeline import build_resource, build_sampler
 from tests.tracing.app import create
 from tests.tracing.receiver import OtlpReceiver
 
@@ -38,18 +39,20 @@ class TestExporterChoice:
 
     def test_endpoints(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The base endpoint gets /v1/traces; the signal endpoint is used as given; defaults per protocol."""
-        assert traces_endpoint(load_settings(otlp_endpoint="http://c:4318/")) == "http://c:4318/v1/traces"
-        assert traces_endpoint(load_settings(otlp_traces_endpoint="http://c:9/x")) == "http://c:9/x"
-        assert traces_endpoint(load_settings(traces_exporter="otlp")) == "http://localhost:4318/v1/traces"
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        assert traces_endpoint(load_settings()) == "http://localhost:4317"
 
-    @pytest.mark.skipif(
-        importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None, reason="grpc extra installed"
-    )
-    def test_grpc_without_the_extra_fails_at_startup(self) -> None:
+        def endpoint(**overrides: Any) -> str:
+            return otlp_client(load_settings(**overrides), "traces").endpoint
+
+        assert endpoint(otlp_endpoint="http://c:4318/") == "http://c:4318/v1/traces"
+        assert endpoint(otlp_traces_endpoint="http://c:9/x") == "http://c:9/x"
+        assert endpoint(traces_exporter="otlp") == "http://localhost:4318/v1/traces"
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        assert endpoint() == "http://localhost:4317"
+
+    def test_grpc_without_the_extra_fails_at_startup(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """OTLP over gRPC without opskit-asgi[grpc] installed names the variable and the fix."""
-        settings = load_settings(traces_exporter="otlp", otlp_protocol="grpc")
+        monkeypatch.setattr(transport, "grpc_available", lambda: False)  # grpcio cannot be uninstalled here
+        settings = load_settings(traces_exporter="otlp", otlp_traces_protocol="grpc")
         with pytest.raises(ConfigError, match=r"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL.*opskit-asgi\[grpc\]"):
             create_component(Runtime(settings))
 
@@ -68,7 +71,11 @@ class TestExporterChoice:
 class TestExport:
     def test_headers_and_gzip_reach_the_collector(self, receiver: OtlpReceiver) -> None:
         """OTEL_EXPORTER_OTLP_HEADERS are sent with each export; gzip compression is applied."""
-        c = TestClient(create(otlp_endpoint=receiver.endpoint, otlp_headers="x-api-key=k%2C1", otlp_compression="gzip"))
+        c = TestClient(
+            create(
+                otlp_endpoint=receiver.endpoint, otlp_traces_headers="x-api-key=k%2C1", otlp_traces_compression="gzip"
+            )
+        )
         c.get("/items/1")
         opskit.tracing.shutdown()
         [request] = receiver.requests
@@ -107,10 +114,10 @@ class TestValidation:
 
     def test_headers_are_parsed_and_decoded(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """OTEL_EXPORTER_OTLP_HEADERS takes percent-encoded key=value pairs."""
-        from opskit.settings.tracing import parse_key_values
+        from opskit.settings.otlp_export import parse_key_values
 
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr%3Dt, x-team = core")
-        assert parse_key_values(load_settings().otlp_headers) == {"api-key": "s3cr=t", "x-team": "core"}
+        assert parse_key_values(load_settings().otlp_traces_headers) == {"api-key": "s3cr=t", "x-team": "core"}
 
 
 class TestResource:
@@ -191,7 +198,8 @@ class TestFailSafe:
         from tests.servers import free_port
 
         c = TestClient(
-            create(otlp_endpoint=f"http://127.0.0.1:{free_port()}", otlp_timeout_ms=200), raise_server_exceptions=True
+            create(otlp_endpoint=f"http://127.0.0.1:{free_port()}", otlp_traces_timeout_ms=200),
+            raise_server_exceptions=True,
         )
         for i in range(5):
             assert c.get(f"/items/{i}").status_code == 200
