@@ -4,7 +4,7 @@ Nothing here runs per request. The exporter wrapper counts once per export batch
 thread. Drops are counted by the batch processor's own drop hook, which the SDK calls only for a
 span it refuses (queue full, or after shutdown): a span that is queued costs nothing more.
 Export failures are also logged, at most one line per reason per interval, by the same throttled
-log the rate limiter uses; the SDK's own per-batch error lines are held back so they cannot flood.
+log the rate limiter uses.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ log = logging.getLogger("opskit.tracing")
 DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 LOG_INTERVAL = 60.0
 # The SDK's OTLP/HTTP exporter logs every failed or retried batch; opskit logs them, throttled, instead.
-SDK_EXPORT_LOGGER = "opentelemetry.exporter.otlp.proto.http.trace_exporter"
-_SDK_EXPORT_LINES = ("Failed to export", "Transient error")
 
 
 class TraceMetrics:
@@ -178,20 +176,3 @@ def count_drops(processor: BatchSpanProcessor, metrics: TraceMetrics) -> bool:
     if not isinstance(previous, _DropHook):
         batch._metrics = _DropHook(previous, metrics)
     return True
-
-
-class _HoldBackExportLines(logging.Filter):
-    """Drops the SDK exporter's per-batch failure lines; :class:`CountingExporter` logs them, throttled."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith(_SDK_EXPORT_LINES))
-
-
-_HOLD_BACK = _HoldBackExportLines()
-
-
-def hold_back_sdk_export_lines() -> None:
-    """Install the filter on the SDK's OTLP/HTTP span exporter logger (once)."""
-    logger = logging.getLogger(SDK_EXPORT_LOGGER)
-    if _HOLD_BACK not in logger.filters:
-        logger.addFilter(_HOLD_BACK)

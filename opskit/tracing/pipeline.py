@@ -26,7 +26,7 @@ from opskit.otlp.resource import resource_attributes
 from opskit.otlp.transport import check_protocol, otlp_client
 from opskit.version import VERSION
 
-from .export_metrics import CountingExporter, TraceMetrics, count_drops, default_metrics, hold_back_sdk_export_lines
+from .export_metrics import CountingExporter, TraceMetrics, count_drops, default_metrics
 
 if TYPE_CHECKING:
     from opskit.settings import Settings
@@ -108,7 +108,6 @@ def build_pipeline(settings: Settings, metrics: TraceMetrics | None = None) -> P
     """
     metrics = metrics if metrics is not None else default_metrics()
     metrics.create_series()
-    hold_back_sdk_export_lines()
     resource = build_resource(settings)
     sampler = build_sampler(settings)
     processor = BatchSpanProcessor(
