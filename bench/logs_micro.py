@@ -1,58 +1,63 @@
 """Per-line cost of OTLP logs against the stdout writer (not a test): ``python bench/logs_micro.py``.
 
-Writes the same access-log-shaped JSON line through opskit's line writer, to ``/dev/null`` by file
-descriptor as on a container's stdout:
+Writes the same access-log line as the access log does (``write_json``, a dict rendered by orjson)
+through opskit's line writer, to ``/dev/null`` by file descriptor as on a container's stdout:
 
-- ``stdout``: the writer as it is (one ``write(2)`` per line outside an event loop);
-- ``tap``: the writer with the OTLP tap, stdout on: what the writing thread pays in addition;
-- ``tap, stdout off``: ``OPSKIT_LOG_STDOUT=false``: the writing thread's whole cost;
-- ``export thread``: what the export thread then spends per line (parse, encode, batch), on
-  another thread but the same CPU.
+- ``stdout``: the line rendered and written (one ``write(2)`` per line outside an event loop);
+- ``OTLP + stdout``: the OTLP exporter on too, what the writing thread then pays in all;
+- ``OTLP, stdout off``: ``OPSKIT_LOG_STDOUT=false``: the writing thread's whole cost;
+- ``export thread``: what the export thread then spends per record (batching).
 
-Reports CPU microseconds per line, best of ROUNDS.
+With the native encoder (``opskit.logging._record``) the access line becomes its record where it
+is written, before it is rendered; without it (``python``), the rendered line is queued and the
+export thread parses and encodes it. ``app line`` is a structlog line's path (already rendered by
+its processor chain): queued, parsed and encoded on the export thread by the native encoder.
 
-Recorded on the shared 2-core machine (loaded; the wall-clock values move by ±20 %): stdout 0.92,
-tap with stdout 1.5 to 2.2, tap alone 0.64 to 0.76; export thread 16.5 before the string pairs
-were looked up for the whole line at once, 13.5 after. Counted with valgrind (instructions per
-record for this line, which does not move with load): 107,500 before, 87,300 after, of which
-orjson's parse is 15,200; the stdout writer's line is still several times cheaper.
+Reports CPU microseconds per line, best of ROUNDS, each column measured in the same run; with
+``--instructions``, valgrind's instruction count per line of each path instead (the difference of
+two runs of different lengths, so start-up cancels out), which does not move with the machine's load.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 
+from opskit.logging import otlp, record
 from opskit.logging.otlp import OtlpLogs
-from opskit.logging.writer import LineWriter
+from opskit.logging.writer import WRITER, write_json
 from opskit.metrics.registry import Registry
 from opskit.settings import load_settings
 
 LINES = 20_000
 ROUNDS = 5
-LINE = orjson.dumps(
-    {
-        "timestamp": "2026-01-01T00:00:00.000000Z",
-        "level": "info",
-        "logger": "opskit.access",
-        "event": "request",
-        "method": "GET",
-        "route": "/items/{item_id}",
-        "path": "/items/42",
-        "status": 200,
-        "duration_ms": 0.412,
-        "response_bytes": 63,
-        "client": "10.0.0.7",
-        "user_agent": "wrk",
-        "service": "bench",
-        "request_id": "6f1c2a5e0b8d4e2f9a7c3b1d5e8f0a2c",
-        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-        "span_id": "00f067aa0ba902b7",
-    },
-    option=orjson.OPT_APPEND_NEWLINE,
-)
+RECORD: dict[str, Any] = {
+    "timestamp": "2026-01-01T00:00:00.000000Z",
+    "level": "info",
+    "logger": "opskit.access",
+    "event": "request",
+    "method": "GET",
+    "route": "/items/{item_id}",
+    "path": "/items/42",
+    "status": 200,
+    "duration_ms": 0.412,
+    "response_bytes": 63,
+    "client": "10.0.0.7",
+    "user_agent": "wrk",
+    "service": "bench",
+    "request_id": "6f1c2a5e0b8d4e2f9a7c3b1d5e8f0a2c",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "span_id": "00f067aa0ba902b7",
+}
+LINE = orjson.dumps(RECORD, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def per_line(run: Callable[[], None]) -> float:
@@ -64,39 +69,98 @@ def per_line(run: Callable[[], None]) -> float:
     return best / LINES * 1e6
 
 
-def main() -> None:
+def _paths() -> tuple[OtlpLogs, dict[str, Callable[[], None]]]:
+    """Each measured path, as one run of LINES lines."""
     exporter = OtlpLogs(
         load_settings(logs_exporter="otlp", blrp_max_queue_size=LINES, blrp_max_export_batch_size=512), Registry(None)
     )
     queue = exporter.queue
-    with open("/dev/null", "wb", buffering=0) as devnull:
-        writer = LineWriter()
-        writer.use(devnull)
-
-        def write() -> None:
-            for _ in range(LINES):
-                writer.raw(LINE)
-            queue.clear()
-
-        stdout = per_line(write)
-        writer.tap = queue.put
-        tapped = per_line(write)
-        writer.stdout = False
-        tap_only = per_line(write)
-
-    stamp = time.time_ns()
-    batches = [[(stamp, LINE)] * queue.batch_size for _ in range(LINES // queue.batch_size)]
+    native = record.encode_native
+    # Both modules hold the encoder: the writer's tap (otlp) and the export thread's parse path (record).
+    modules = (vars(otlp), vars(record))
 
     def export() -> None:
-        for batch in batches:
-            exporter.encode(batch)
+        while len(queue):
+            exporter.encode(queue.take(queue.batch_size))
 
-    export_thread = per_line(export) * LINES / (len(batches) * queue.batch_size)
-    print(f"{'writer':<22} µs/line")
-    print(f"{'stdout':<22} {stdout:6.2f}")
-    print(f"{'tap, stdout on':<22} {tapped:6.2f}")
-    print(f"{'tap, stdout off':<22} {tap_only:6.2f}")
-    print(f"{'export thread':<22} {export_thread:6.2f}")
+    def writing(encoder: bool, tap: bool, stdout: bool, exported: bool) -> Callable[[], None]:
+        def run() -> None:
+            for module in modules:
+                module["encode_native"] = native if encoder else None
+            WRITER.tap = queue.put if tap else None
+            WRITER.record_tap = queue.put_record if tap else None
+            WRITER.stdout = stdout
+            try:
+                for _ in range(LINES):
+                    write_json(RECORD)
+                if exported:
+                    export()
+                queue.clear()
+            finally:
+                for module in modules:
+                    module["encode_native"] = native
+                WRITER.tap = WRITER.record_tap = None
+                WRITER.stdout = True
+
+        return run
+
+    def app_lines() -> None:
+        for _ in range(LINES):
+            queue.put(LINE)
+        export()
+
+    paths = {"stdout": writing(False, False, True, False)}
+    for name, encoder in (("native", True), ("python", False)):
+        if encoder and native is None:
+            continue
+        paths[f"{name}: OTLP + stdout"] = writing(encoder, True, True, False)
+        paths[f"{name}: OTLP, stdout off"] = writing(encoder, True, False, False)
+        paths[f"{name}: + export thread"] = writing(encoder, True, False, True)
+    paths["app line: queue + export"] = app_lines
+    return exporter, paths
+
+
+def _instructions(name: str, lines: int) -> int:
+    with tempfile.TemporaryDirectory() as work:
+        out = os.path.join(work, "out")
+        result = subprocess.run(
+            [
+                "valgrind",
+                "--tool=cachegrind",
+                "--cache-sim=no",
+                f"--cachegrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--run",
+                name,
+                str(lines),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return int(re.search(r"I\s+refs:\s+([\d,]+)", result.stderr).group(1).replace(",", ""))  # type: ignore[union-attr]
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--run"]:
+        global LINES
+        LINES = int(sys.argv[3])
+        with open("/dev/null", "wb", buffering=0) as devnull:
+            WRITER.use(devnull)
+            _paths()[1][sys.argv[2]]()
+        return
+    counting = "--instructions" in sys.argv[1:]
+    _, paths = _paths()
+    print(f"{'path':<28} {'instructions/line' if counting else 'µs/line'}")
+    with open("/dev/null", "wb", buffering=0) as devnull:
+        WRITER.use(devnull)
+        for name, run in paths.items():
+            if counting:
+                value = (_instructions(name, 6_000) - _instructions(name, 1_000)) / 5_000
+                print(f"{name:<28} {value:9,.0f}", flush=True)
+            else:
+                print(f"{name:<28} {per_line(run):6.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,15 +2,11 @@
 
 ``OTEL_LOGS_EXPORTER=otlp`` taps the process's one line writer, which every line passes: the
 app's structlog loggers, the stdlib bridge (libraries, uvicorn, gunicorn) and the access log.
-The tap costs the writing thread a clock read and a queue append; the export thread turns the
-queued lines into log records: ``level`` gives the severity, ``event`` the body, ``trace_id``
-and ``span_id`` the record's trace context, every other key an attribute. The queue is bounded
+The access log's line is encoded as a record where it is written, by the compiled encoder (see
+:mod:`.record`), before it is rendered; every other line costs the writing thread a clock read
+and a queue append, and the export thread turns it into a record. The queue is bounded
 (``OTEL_BLRP_MAX_QUEUE_SIZE``); a line that finds it full is dropped and counted, as are the
 records of an export that failed. stdout keeps its lines unless ``OPSKIT_LOG_STDOUT=false``.
-
-The records are written in protobuf wire format directly (see :mod:`opskit.otlp.wire`): a log
-line is the most frequent thing opskit exports, and building generated message objects per
-line would cost several times more.
 """
 
 from __future__ import annotations
@@ -19,23 +15,20 @@ import asyncio
 import atexit
 import logging
 import os
-import struct
 import threading
 import time
 import weakref
 from collections import deque
-from itertools import compress, repeat
-from operator import is_
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from ..component import Component
 from ..exchange import Exchange
 from ..otlp import FAILURE_REASONS, ExportThread, OtlpClient, check_protocol, otlp_client, resource_attributes
-from ..otlp.wire import any_value, field, fixed64, key_values, varint
+from ..otlp.wire import field, key_values, varint
 from ..throttle import ThrottledLog
 from ..version import VERSION
+from .record import encode_line, encode_native
 from .writer import WRITER
 
 if TYPE_CHECKING:
@@ -43,190 +36,24 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
     from ..settings import Settings
 
-__all__ = ["DROP_REASONS", "LogQueue", "OtlpLogs", "OtlpLogsComponent", "create_component", "encode_record"]
+__all__ = ["DROP_REASONS", "LogQueue", "OtlpLogs", "OtlpLogsComponent", "create_component"]
 
 log = logging.getLogger("opskit.logging")
 
 SCOPE = "opskit.logging"
 DROP_REASONS = ("queue_full", "export_failed", "shutdown")
 LOG_INTERVAL = 60.0
-# SeverityNumber of each level name opskit writes (structlog's and the stdlib's).
-SEVERITY = {
-    "trace": 1,
-    "debug": 5,
-    "info": 9,
-    "notice": 10,
-    "warn": 13,
-    "warning": 13,
-    "error": 17,
-    "exception": 17,
-    "critical": 21,
-    "fatal": 21,
-}
-# Keys that are fields of the record, never attributes (the line's own timestamp: the tap's clock read is used).
-_FIELDS = frozenset({"timestamp", "level", "event", "trace_id", "span_id"})
-_SKIPPED = frozenset({"timestamp", "trace_id", "span_id"})  # read from the parsed line, or not at all
-# Values unique to (almost) every line: caching their encodings would only churn the cache.
-UNCACHED_KEYS = frozenset({"request_id", "path", "duration_ms", "response_bytes", "exception"})
-CACHE_MAX = 4096
-_CACHED_TEXT = 256  # longer strings are encoded each time
 
-_double = struct.Struct("<d").pack
-_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
-_INT64 = 1 << 63
-_keys: dict[str, bytes] = {}
-# (key, string value) -> the pair's encoding. Only string values are held, so a hit is exact:
-# ("n", 1), ("n", 1.0) and ("n", True) are equal tuples, but none of them equals ("n", "1").
-_strings: dict[tuple[str, str], bytes] = {}
-_pairs: dict[tuple[str, type, Any], bytes] = {}  # ints and bools, the type in the key
-_levels: dict[str, bytes] = {}
-_strings_get = _strings.get
-
-
-def _hex_id(value: Any, length: int) -> bytes | None:
-    if type(value) is not str or len(value) != length:
-        return None
-    try:
-        raw = bytes.fromhex(value)
-    except ValueError:
-        return None
-    # fromhex skips spaces: a shorter result was not ``length`` hex digits. All zeros is no ID.
-    return raw if len(raw) * 2 == length and any(raw) else None
-
-
-def _remember(cache: dict[Any, bytes], key: Any, encoded: bytes) -> bytes:
-    if len(cache) >= CACHE_MAX:
-        cache.clear()  # bounded: cleared whole when full
-    cache[key] = encoded
-    return encoded
-
-
-def _attribute_uncached(key: str, value: Any) -> bytes:
-    """``LogRecord.attributes`` (field 6) holding one KeyValue, in one piece when every length fits a byte."""
-    encoded_key = _keys.get(key)
-    if encoded_key is None:
-        encoded_key = _remember(_keys, key, field(1, key.encode("utf-8", "replace")))
-    kind = type(value)
-    if kind is str:
-        raw: bytes = value.encode("utf-8", "replace")
-        size = len(raw)
-        total = len(encoded_key) + size + 4
-        if total < 0x80:
-            return bytes((0x32, total)) + encoded_key + bytes((0x12, size + 2, 0x0A, size)) + raw
-    elif kind is float and len(encoded_key) < 0x70:
-        return bytes((0x32, len(encoded_key) + 11)) + encoded_key + b"\x12\x09\x21" + _double(value)
-    elif kind is int and 0 <= value < _INT64 and len(encoded_key) < 0x70:
-        number = varint(value)
-        size = len(number)
-        return bytes((0x32, len(encoded_key) + 3 + size)) + encoded_key + bytes((0x12, size + 1, 0x18)) + number
-    return field(6, encoded_key + field(2, any_value(value)))
-
-
-def _level(level: str) -> bytes:
-    found = _levels.get(level)
-    if found is None:
-        severity = SEVERITY.get(level.lower(), 0)
-        encoded = (b"\x10" + varint(severity) if severity else b"") + field(3, level.upper().encode("utf-8", "replace"))
-        found = _remember(_levels, level, encoded)
-    return found
-
-
-def _missed(key: str, value: Any, out: list[bytes]) -> None:
-    """Append the encoding of a pair the string cache did not hold (and remember it when it repeats)."""
-    kind = type(value)
-    if key in _FIELDS:
-        if key == "level":
-            if kind is str:
-                encoded = _level(value)
-                out.append(_remember(_strings, (key, value), encoded) if len(value) < _CACHED_TEXT else encoded)
-        elif key == "event" and value is not None:
-            if kind is str and len(value) < _CACHED_TEXT:
-                out.append(_remember(_strings, (key, value), field(5, any_value(value))))
-            else:
-                out.append(field(5, any_value(value)))
-        return
-    if kind is int or kind is bool:
-        found = _pairs.get((key, kind, value))
-        if found is None:
-            found = _remember(_pairs, (key, kind, value), _attribute_uncached(key, value))
-        out.append(found)
-    elif key in UNCACHED_KEYS:
-        out.append(_attribute_uncached(key, value))
-    elif kind is str:
-        encoded = _attribute_uncached(key, value)
-        out.append(_remember(_strings, (key, value), encoded) if len(value) < _CACHED_TEXT else encoded)
-    else:
-        out.append(_attribute_uncached(key, value))
-
-
-def encode_record(time_ns: int, line: bytes) -> bytes:
-    """The fields of one ``LogRecord`` for a written line (a JSON object, or any other text).
-
-    Encodings of repeated string pairs (level, logger, event, method, route...) are cached,
-    bounded, and looked up for the whole line at once (``map`` over the parsed pairs, no Python
-    step per pair); only the pairs it misses (IDs, paths, numbers, new values) are encoded one by one.
-    The cost per line is measured by ``bench/logs_micro.py``.
-    """
-    try:
-        parsed = _loads(line)
-    except _JSONDecodeError:
-        parsed = None
-    stamp = fixed64(time_ns)
-    out = [b"\x09", stamp, b"\x59", stamp]  # time_unix_nano, observed_time_unix_nano
-    if type(parsed) is not dict:
-        out.append(field(5, field(1, line.rstrip(b"\r\n"))))  # body: the line as text
-        return b"".join(out)
-    items = list(parsed.items())
-    try:
-        found = list(map(_strings_get, items))
-    except TypeError:  # a list or an object among the values: nothing to look up whole
-        found = [None] * len(items)
-    out.extend(filter(None, found))
-    if None in found:
-        append = out.append
-        keys_get = _keys.get
-        pairs_get = _pairs.get
-        # Inline, the common misses: unique strings (path, request ID), numbers, the skipped record fields.
-        for key, value in compress(items, map(is_, found, repeat(None))):
-            kind = type(value)
-            if kind is str:
-                if key in _SKIPPED:
-                    continue
-                head = keys_get(key)
-                if head is not None and key in UNCACHED_KEYS:
-                    raw = value.encode("utf-8", "replace")
-                    size = len(raw)
-                    total = len(head) + size + 4
-                    if total < 0x80:
-                        append(bytes((0x32, total)) + head + bytes((0x12, size + 2, 0x0A, size)) + raw)
-                        continue
-            elif kind is float:
-                head = keys_get(key)
-                if head is not None and len(head) < 0x70:
-                    append(bytes((0x32, len(head) + 11)) + head + b"\x12\x09\x21" + _double(value))
-                    continue
-            elif kind is int:
-                # The type is part of the cache key: True == 1, but they encode differently.
-                encoded = pairs_get((key, int, value))
-                if encoded is not None:
-                    append(encoded)
-                    continue
-            _missed(key, value, out)
-        trace_id = _hex_id(parsed.get("trace_id"), 32)
-        if trace_id is not None:
-            out.append(b"\x4a\x10" + trace_id)
-            span_id = _hex_id(parsed.get("span_id"), 16)
-            if span_id is not None:
-                out.append(b"\x52\x08" + span_id)
-    return b"".join(out)
+#: What the queue holds: a line and its clock read, or a record the native encoder already wrote.
+Queued = tuple[int, bytes] | bytes
 
 
 class LogQueue:
     """The bounded queue between the writing threads and the export thread.
 
-    :meth:`put` is the writer's tap: a clock read and a deque append; a line that finds the
-    queue full is dropped and counted. ``wake`` is called when a full batch is waiting.
+    :meth:`put` is the writer's tap: a clock read and a deque append; :meth:`put_record` takes a
+    line before it is rendered and queues its finished record. A line that finds the queue full
+    is dropped and counted. ``wake`` is called when a full batch is waiting.
     """
 
     def __init__(self, max_size: int, batch_size: int, dropped: Any, wake: Any = None) -> None:
@@ -234,7 +61,7 @@ class LogQueue:
         self.batch_size = batch_size
         self.dropped = dropped  # counter with a `reason` label
         self.wake = wake
-        self._items: deque[tuple[int, bytes]] = deque()
+        self._items: deque[Queued] = deque()
         _queues.add(self)
 
     def __len__(self) -> int:
@@ -250,10 +77,26 @@ class LogQueue:
         if size + 1 == self.batch_size and self.wake is not None:
             self.wake()
 
-    def take(self, count: int) -> list[tuple[int, bytes]]:
-        """Up to ``count`` of the oldest lines, removed from the queue."""
+    def put_record(self, line: dict[str, Any]) -> bool:
+        """Queue ``line`` as a record the native encoder writes now; ``False`` when it leaves the
+        line to the rendered path (see :mod:`.record`), which then goes through :meth:`put`."""
         items = self._items
-        out: list[tuple[int, bytes]] = []
+        size = len(items)
+        if size >= self.max_size:
+            self.dropped.labels("queue_full").inc()
+            return True
+        encoded = encode_native(time.time_ns(), line) if encode_native is not None else None
+        if encoded is None:
+            return False
+        items.append(encoded)
+        if size + 1 == self.batch_size and self.wake is not None:
+            self.wake()
+        return True
+
+    def take(self, count: int) -> list[Queued]:
+        """Up to ``count`` of the oldest items, removed from the queue."""
+        items = self._items
+        out: list[Queued] = []
         while items and len(out) < count:
             out.append(items.popleft())
         return out
@@ -307,10 +150,10 @@ class OtlpLogs:
             self._head = (pid, resource + b"\x12")  # then the ScopeLogs length and the scope
         return self._head[1]
 
-    def encode(self, batch: list[tuple[int, bytes]]) -> bytes:
+    def encode(self, batch: Sequence[Queued]) -> bytes:
         """A serialized ``ExportLogsServiceRequest`` holding ``batch``."""
         head = self._resource_and_scope()
-        records = b"".join(field(2, encode_record(t, line)) for t, line in batch)
+        records = b"".join(item if type(item) is bytes else encode_line(*item) for item in batch)
         scope_logs = self._scope + records
         resource_logs = head + varint(len(scope_logs)) + scope_logs
         return field(1, resource_logs)
@@ -356,6 +199,7 @@ class OtlpLogsComponent(Component):
         self.exporter.queue.wake = self.thread.wake
         self._started = False
         WRITER.tap = self.exporter.queue.put
+        WRITER.record_tap = self.exporter.queue.put_record if encode_native is not None else None
         WRITER.stdout = settings.log_stdout
         _components.add(self)
         atexit.register(self._stop)
@@ -375,6 +219,7 @@ class OtlpLogsComponent(Component):
         self.thread.stop()
         if WRITER.tap == self.exporter.queue.put:
             WRITER.tap = None
+            WRITER.record_tap = None
             WRITER.stdout = True
 
     async def shutdown(self) -> None:

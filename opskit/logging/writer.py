@@ -32,6 +32,7 @@ class LineWriter:
     (warnings, errors, anything from another thread) are written at once, after what is waiting.
 
     :attr:`tap`, when set, receives every line first (the OTLP log exporter queues it);
+    :attr:`record_tap`, when set, is offered a line before it is rendered (see :func:`write_json`);
     :attr:`stdout` off writes nothing to the stream.
     """
 
@@ -45,6 +46,7 @@ class LineWriter:
         self._fd: int | None = None
         self.coalesce = False
         self.tap: Callable[[bytes], object] | None = None
+        self.record_tap: Callable[[dict[str, Any]], bool] | None = None
         self.stdout = True
         self._pending: list[bytes] = []
         self._pending_bytes = 0
@@ -89,6 +91,10 @@ class LineWriter:
             tap(data)
             if not self.stdout:
                 return
+        self._to_stream(data)
+
+    def _to_stream(self, data: bytes) -> None:
+        # raw() past the tap: the line's record was taken before it was rendered.
         with self._lock:
             loop = None
             if self.coalesce and self._fd is not None:
@@ -189,5 +195,15 @@ _LINE_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
 
 
 def write_json(line: dict[str, Any]) -> None:
-    """Write one prepared JSON line (the access log's fast path: no processor chain)."""
-    WRITER.raw(orjson.dumps(line, default=repr, option=_LINE_OPTIONS))
+    """Write one prepared JSON line (the access log's fast path: no processor chain).
+
+    The record tap sees the line first, as a dict: when it takes it, the line is rendered only
+    for stdout (and not at all with stdout off).
+    """
+    writer = WRITER
+    take = writer.record_tap
+    if take is not None and take(line):
+        if writer.stdout:
+            writer._to_stream(orjson.dumps(line, default=repr, option=_LINE_OPTIONS))
+        return
+    writer.raw(orjson.dumps(line, default=repr, option=_LINE_OPTIONS))

@@ -14,7 +14,8 @@ import pytest
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 import opskit
-from opskit.logging.otlp import OtlpLogs, OtlpLogsComponent, create_component, encode_record
+from opskit.logging.otlp import OtlpLogs, OtlpLogsComponent, create_component
+from opskit.logging.record import encode_record
 from opskit.logging.writer import WRITER, write_json
 from opskit.metrics.registry import Registry
 from opskit.otlp import transport
@@ -146,7 +147,7 @@ class TestRecords:
 
     def test_the_pair_cache_is_bounded(self) -> None:
         """Unique values under a cached key never grow the cache past its bound; each still decodes."""
-        from opskit.logging import otlp
+        from opskit.logging import record as otlp
 
         for n in range(otlp.CACHE_MAX + 100):
             record = LogRecord()

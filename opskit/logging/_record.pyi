@@ -1,0 +1,3 @@
+from typing import Any
+
+def encode(time_ns: int, line: dict[str, Any], /) -> bytes | None: ...
