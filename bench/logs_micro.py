@@ -4,14 +4,17 @@ Writes the same access-log line as the access log does (``write_json``, a dict r
 through opskit's line writer, to ``/dev/null`` by file descriptor as on a container's stdout:
 
 - ``stdout``: the line rendered and written (one ``write(2)`` per line outside an event loop);
-- ``OTLP + stdout``: the OTLP exporter on too, what the writing thread then pays in all;
-- ``OTLP, stdout off``: ``OPSKIT_LOG_STDOUT=false``: the writing thread's whole cost;
-- ``export thread``: what the export thread then spends per record (batching).
+- ``OTLP + stdout``: the OTLP exporter on too;
+- ``OTLP alone``: ``OPSKIT_LOG_STDOUT=false``.
 
-With the native encoder (``opskit.logging._record``) the access line becomes its record where it
-is written, before it is rendered; without it (``python``), the rendered line is queued and the
-export thread parses and encodes it. ``app line`` is a structlog line's path (already rendered by
-its processor chain): queued, parsed and encoded on the export thread by the native encoder.
+The OTLP rows count the writing thread and the export thread's share (encoding, where the line was
+queued rendered, and batching): the whole CPU a line costs.
+
+Two shapes of line: the access log's (16 keys) and an app's structlog line with five fields of its
+own (its processor chain included: what every line pays, with or without OTLP). With the native
+encoder (``opskit.logging._record``) both become their record where they are written, before
+they are rendered; with the ``python`` encoder, the rendered line is queued and the export thread
+parses and encodes it.
 
 Reports CPU microseconds per line, best of ROUNDS, each column measured in the same run; with
 ``--instructions``, valgrind's instruction count per line of each path instead (the difference of
@@ -31,6 +34,7 @@ from typing import Any
 
 import orjson
 
+import opskit
 from opskit.logging import otlp, record
 from opskit.logging.otlp import OtlpLogs
 from opskit.logging.writer import WRITER, write_json
@@ -69,8 +73,22 @@ def per_line(run: Callable[[], None]) -> float:
     return best / LINES * 1e6
 
 
-def _paths() -> tuple[OtlpLogs, dict[str, Callable[[], None]]]:
-    """Each measured path, as one run of LINES lines."""
+def _app_line() -> None:
+    APP_LOG.info("order paid", order_id=4711, amount=19.99, currency="EUR", customer="c-8812", retries=0)
+
+
+def _access_line() -> None:
+    write_json(RECORD)
+
+
+APP_LOG: Any = None
+SHAPES = {"access line": _access_line, "app line": _app_line}
+
+
+def _paths() -> dict[str, Callable[[], None]]:
+    """Each measured path, as one run of LINES lines: for each shape of line, stdout alone, then
+    OTLP with stdout, then OTLP alone with the export thread's share, by each encoder."""
+    global APP_LOG
     exporter = OtlpLogs(
         load_settings(logs_exporter="otlp", blrp_max_queue_size=LINES, blrp_max_export_batch_size=512), Registry(None)
     )
@@ -78,22 +96,23 @@ def _paths() -> tuple[OtlpLogs, dict[str, Callable[[], None]]]:
     native = record.encode_native
     # Both modules hold the encoder: the writer's tap (otlp) and the export thread's parse path (record).
     modules = (vars(otlp), vars(record))
+    APP_LOG = opskit.get_logger("shop.orders")
 
     def export() -> None:
         while len(queue):
             exporter.encode(queue.take(queue.batch_size))
 
-    def writing(encoder: bool, tap: bool, stdout: bool, exported: bool) -> Callable[[], None]:
+    def writing(line: Callable[[], None], encoder: bool, tap: bool, stdout: bool) -> Callable[[], None]:
         def run() -> None:
             for module in modules:
                 module["encode_native"] = native if encoder else None
             WRITER.tap = queue.put if tap else None
-            WRITER.record_tap = queue.put_record if tap else None
+            WRITER.record_tap = queue.put_record if tap and encoder else None
             WRITER.stdout = stdout
             try:
                 for _ in range(LINES):
-                    write_json(RECORD)
-                if exported:
+                    line()
+                if tap:
                     export()
                 queue.clear()
             finally:
@@ -104,20 +123,15 @@ def _paths() -> tuple[OtlpLogs, dict[str, Callable[[], None]]]:
 
         return run
 
-    def app_lines() -> None:
-        for _ in range(LINES):
-            queue.put(LINE)
-        export()
-
-    paths = {"stdout": writing(False, False, True, False)}
-    for name, encoder in (("native", True), ("python", False)):
-        if encoder and native is None:
-            continue
-        paths[f"{name}: OTLP + stdout"] = writing(encoder, True, True, False)
-        paths[f"{name}: OTLP, stdout off"] = writing(encoder, True, False, False)
-        paths[f"{name}: + export thread"] = writing(encoder, True, False, True)
-    paths["app line: queue + export"] = app_lines
-    return exporter, paths
+    paths = {}
+    for shape, line in SHAPES.items():
+        paths[f"{shape}: stdout"] = writing(line, False, False, True)
+        for name, encoder in (("native", True), ("python", False)):
+            if encoder and native is None:
+                continue
+            paths[f"{shape}: {name}, OTLP + stdout"] = writing(line, encoder, True, True)
+            paths[f"{shape}: {name}, OTLP alone"] = writing(line, encoder, True, False)
+    return paths
 
 
 def _instructions(name: str, lines: int) -> int:
@@ -143,24 +157,21 @@ def _instructions(name: str, lines: int) -> int:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--run"]:
-        global LINES
-        LINES = int(sys.argv[3])
-        with open("/dev/null", "wb", buffering=0) as devnull:
-            WRITER.use(devnull)
-            _paths()[1][sys.argv[2]]()
-        return
-    counting = "--instructions" in sys.argv[1:]
-    _, paths = _paths()
-    print(f"{'path':<28} {'instructions/line' if counting else 'µs/line'}")
+    global LINES
     with open("/dev/null", "wb", buffering=0) as devnull:
-        WRITER.use(devnull)
-        for name, run in paths.items():
+        opskit.configure_logging(load_settings(service_name="bench"), stream=devnull)
+        if sys.argv[1:2] == ["--run"]:
+            LINES = int(sys.argv[3])
+            _paths()[sys.argv[2]]()
+            return
+        counting = "--instructions" in sys.argv[1:]
+        print(f"{'path':<44} {'instructions/line' if counting else 'µs/line'}")
+        for name, run in _paths().items():
             if counting:
                 value = (_instructions(name, 6_000) - _instructions(name, 1_000)) / 5_000
-                print(f"{name:<28} {value:9,.0f}", flush=True)
+                print(f"{name:<44} {value:9,.0f}", flush=True)
             else:
-                print(f"{name:<28} {per_line(run):6.2f}", flush=True)
+                print(f"{name:<44} {per_line(run):6.2f}", flush=True)
 
 
 if __name__ == "__main__":

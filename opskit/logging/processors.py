@@ -17,6 +17,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from ..context import _exchange, _request_id
 from ..fields import REDACTED
 from ..settings import Settings
+from .writer import WRITER, Recorded
 
 __all__ = [
     "REDACTED",
@@ -166,13 +167,24 @@ def shared_processors(settings: Settings) -> list[Processor]:
     ]
 
 
-def dumps(obj: Any, **_: Any) -> bytes:
-    """Render a line: the keys people scan for first (orjson keeps insertion order)."""
+def _ordered(obj: Any) -> dict[Any, Any]:
+    # The keys people scan for first (orjson keeps insertion order).
     line = {key: obj.pop(key) for key in _HEAD if key in obj}
     line.update(obj)
+    return line
+
+
+def dumps(obj: Any, **_: Any) -> bytes:
+    """Render a structlog line. The writer's record tap (OTLP logs) is offered the line first:
+    when it takes it, the rendering is marked :class:`~.writer.Recorded` (and is empty with stdout off)."""
+    line = _ordered(obj)
+    take = WRITER.record_tap
+    if take is not None and take(line):
+        return Recorded(orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS) if WRITER.stdout else b"")
     return orjson.dumps(line, default=repr, option=orjson.OPT_NON_STR_KEYS)
 
 
 def dumps_str(obj: Any, **_: Any) -> str:
-    """:func:`dumps` as text, for the stdlib bridge."""
-    return dumps(obj).decode()
+    """A stdlib record's line, as text (the logging module's formatter joins it into a new string,
+    so it takes the rendered path: the tap parses it)."""
+    return orjson.dumps(_ordered(obj), default=repr, option=orjson.OPT_NON_STR_KEYS).decode()

@@ -13,7 +13,14 @@ from typing import IO, Any
 
 import orjson
 
-__all__ = ["WRITER", "LineWriter", "NamedLogger", "logger_factory", "write_json"]
+__all__ = ["WRITER", "LineWriter", "NamedLogger", "Recorded", "logger_factory", "write_json"]
+
+
+class Recorded(bytes):
+    """A rendered line whose record the record tap already took: written to the stream only
+    (empty when stdout is off)."""
+
+    __slots__ = ()
 
 
 def _as_line(line: bytes | str) -> bytes:
@@ -71,10 +78,19 @@ class LineWriter:
 
     def msg(self, line: bytes | str) -> None:
         """Write an ordinary line (gathered for this loop iteration when coalescing)."""
+        if type(line) is Recorded:
+            if line:
+                self._to_stream(line + b"\n")
+            return
         self.raw(_as_line(line))
 
     def urgent(self, line: bytes | str) -> None:
         """Write ``line`` now, after any lines still gathered."""
+        if type(line) is Recorded:
+            if line:
+                with self._lock:
+                    self._emit(line + b"\n")
+            return
         data = _as_line(line)
         tap = self.tap
         if tap is not None:

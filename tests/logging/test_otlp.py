@@ -95,6 +95,26 @@ class TestRecords:
         written = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
         assert written == ["paid", "slow query 120 ms", "request"]
 
+    @pytest.mark.parametrize("stdout", [True, False], ids=["stdout", "otlp-only"])
+    def test_each_line_is_one_record_whichever_path_it_takes(self, receiver: OtlpReceiver, stdout: bool) -> None:
+        """Lines the native encoder takes before rendering (structlog's, the access log's, warnings
+        too) and lines it declines (a nested value, rendered and parsed instead) are each one record
+        and, with stdout on, one line."""
+        settings = load_settings(logs_exporter="otlp", otlp_endpoint=receiver.endpoint, log_stdout=stdout)
+        component, stream = _serve_logs(settings)
+        component._start()
+        log = opskit.get_logger("shop")
+        log.info("plain", n=1)
+        log.warning("urgent", n=2)
+        log.info("nested", n={"deep": [1, 2]})
+        write_json({"event": "access", "level": "info", "n": 4})
+        write_json({"event": "access-nested", "level": "info", "n": [4]})
+        component._stop()
+        events = ["plain", "urgent", "nested", "access", "access-nested"]
+        assert [r.body.string_value for _, r in _records(receiver)] == events
+        written = [orjson.loads(line)["event"] for line in stream.getvalue().splitlines()]
+        assert written == (events if stdout else [])
+
     def test_stdout_can_be_switched_off(self, receiver: OtlpReceiver) -> None:
         """OPSKIT_LOG_STDOUT=false: lines go over OTLP only; after shutdown stdout takes them again."""
         settings = load_settings(logs_exporter="otlp", otlp_endpoint=receiver.endpoint, log_stdout=False)
