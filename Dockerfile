@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # opskit service image: `docker build -t opskit-demo .` then `docker run --read-only --tmpfs /tmp -p 8000:8000 opskit-demo`.
 # The build stage installs opskit (the distribution opskit-asgi, with FastAPI for the demo) as a wheel into /opt/venv;
-# it compiles the native log record encoder (OPSKIT_BUILD_NATIVE=1: the build fails rather than leave it out).
+# it compiles the native OTLP encoders (OPSKIT_BUILD_NATIVE=1: the build fails rather than leave it out).
 # The final stage has no compilers, runs as UID 10001 and writes only under /tmp (metrics directory, gunicorn
 # heartbeat files).
 

@@ -36,12 +36,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(RUNTIME_STAMP): pyproject.toml hatch_build.py opskit/logging/_record.c | $(PY)
+$(RUNTIME_STAMP): pyproject.toml hatch_build.py opskit/otlp/_native.c | $(PY)
 	$(PY) -m pip install -q -e '.[fastapi]'
 	touch $@
 
 venv: $(DEV_STAMP)
-$(DEV_STAMP): pyproject.toml hatch_build.py opskit/logging/_record.c | $(PY)
+$(DEV_STAMP): pyproject.toml hatch_build.py opskit/otlp/_native.c | $(PY)
 	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@ $(RUNTIME_STAMP)
 

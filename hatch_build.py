@@ -1,9 +1,9 @@
-"""Compiles opskit's optional native module, the OTLP log record encoder, into the wheel.
+"""Compiles opskit's optional native module, its OTLP encoders of log records and spans, into the wheel.
 
 ``OPSKIT_BUILD_NATIVE`` decides: ``auto`` (the default) compiles it when a C compiler works and
 builds a pure-Python wheel with a warning when none does; ``1`` fails the build without one;
 ``0`` never compiles (a ``py3-none-any`` wheel). opskit runs the same without the module, with
-the Python encoder doing its work at a higher cost per log record.
+the Python encoders doing their work at a higher cost per log record and span.
 
 An editable install compiles the module next to its source, where the source tree is imported from.
 """
@@ -22,8 +22,8 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 VARIABLE = "OPSKIT_BUILD_NATIVE"
-SOURCE = "opskit/logging/_record.c"
-MODULE = "opskit/logging/_record"
+SOURCE = "opskit/otlp/_native.c"
+MODULE = "opskit/otlp/_native"
 
 
 def _choice() -> str:
@@ -76,7 +76,7 @@ class NativeBuildHook(BuildHookInterface):
             if choice == "1":
                 raise RuntimeError(f"{VARIABLE}=1 and the native module does not compile: {exc}") from exc
             self.app.display_warning(
-                f"opskit: the native log record encoder was not compiled ({exc}); "
+                f"opskit: the native OTLP encoders were not compiled ({exc}); "
                 f"building without it (set {VARIABLE}=0 to skip the attempt)"
             )
             return

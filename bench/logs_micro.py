@@ -12,7 +12,7 @@ queued rendered, and batching): the whole CPU a line costs.
 
 Two shapes of line: the access log's (16 keys) and an app's structlog line with five fields of its
 own (its processor chain included: what every line pays, with or without OTLP). With the native
-encoder (``opskit.logging._record``) both become their record where they are written, before
+encoder (``opskit.otlp.native.log_record``) both become their record where they are written, before
 they are rendered; with the ``python`` encoder, the rendered line is queued and the export thread
 parses and encodes it.
 

@@ -3,7 +3,7 @@
 ``level`` gives the severity, ``event`` the body, ``trace_id`` and ``span_id`` the record's trace
 context, every other key an attribute. Two encoders write the same records:
 
-- the compiled one (``opskit.logging._record``, built with the wheel when a C compiler is at hand)
+- the compiled one (:func:`opskit.otlp.native.log_record`, built when a C compiler is at hand)
   takes the line's structured form: the access log hands its line over before rendering it, so the
   record costs no JSON parse and about what writing the line to stdout costs;
 - the Python one (:func:`encode_record`) takes the rendered JSON line, and does all the work when the
@@ -23,18 +23,13 @@ from typing import Any
 
 import orjson
 
+from ..otlp.native import NATIVE, log_record
 from ..otlp.wire import any_value, field, fixed64, varint
 
 __all__ = ["NATIVE", "SEVERITY", "encode_line", "encode_native", "encode_record"]
 
-encode_native: Callable[[int, dict[str, Any]], bytes | None] | None
-try:
-    from ._record import encode as encode_native
-except ImportError:  # built without a C compiler (or OPSKIT_BUILD_NATIVE=0)
-    encode_native = None
-
-#: Whether the compiled encoder is in use.
-NATIVE = encode_native is not None
+#: The compiled encoder (``None`` when the install has none); :data:`NATIVE` says whether it runs.
+encode_native: Callable[[int, dict[str, Any]], bytes | None] | None = log_record
 
 # SeverityNumber of each level name opskit writes (structlog's and the stdlib's).
 SEVERITY = {

@@ -2,10 +2,12 @@
 
 The SDK's encoder builds a tree of protobuf message objects for every span, about 36 µs of CPU per
 request span, on the worker's export thread. Request spans have a known, flat shape (no links),
-so their wire bytes are written directly, and the encodings of repeated attribute pairs (method,
-route, scheme, user agent...), of the resource and of the scope are cached. Any other span (user
-code's, outbound instrumentation's) still goes through the SDK's encoder; the two byte strings are
-concatenated, which protobuf defines as merging their repeated ``resource_spans``.
+so their wire bytes are written directly: by the compiled encoder (:func:`opskit.otlp.native.span`)
+when the install has it, else (and for what it declines: a trace state, events) by :func:`_span`,
+which caches the encodings of repeated attribute pairs (method, route, scheme, user agent...). The
+resource and the scope are encoded once. Any other span (user code's, outbound instrumentation's)
+still goes through the SDK's encoder; the byte strings are concatenated, which protobuf defines as
+merging their repeated ``resource_spans``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ..otlp import native
 from ..otlp.transport import OtlpClient
 from ..otlp.wire import field as _field
 from ..otlp.wire import fixed32 as _fixed32
@@ -35,6 +38,8 @@ __all__ = ["RequestSpanEncoder", "RequestSpanExporter"]
 log = logging.getLogger("opskit.tracing")
 
 CACHE_MAX = 4096
+#: The compiled span encoder, ``None`` when the install has none (or a test switches it off).
+native_span = native.span
 _SPAN_FLAGS_HAS_IS_REMOTE = 0x100
 _SPAN_FLAGS_IS_REMOTE = 0x200
 _double = struct.Struct("<d").pack
@@ -177,13 +182,15 @@ class RequestSpanEncoder:
         ours: dict[int, tuple[Resource, list[bytes]]] = {}
         others: list[ReadableSpan] = []
         cache, event_cache = self._cache, self._event_cache
+        compiled = native_span
         for span in spans:
             if span.instrumentation_scope is self.scope and not span.links:
                 resource = span.resource
                 group = ours.get(id(resource))
                 if group is None:
                     group = ours[id(resource)] = (resource, [])
-                group[1].append(_span(span, cache, event_cache))
+                encoded = compiled(span) if compiled is not None else None
+                group[1].append(encoded if encoded is not None else _span(span, cache, event_cache))
             else:
                 others.append(span)
         out = [self._resource_spans(resource, encoded) for resource, encoded in ours.values()]

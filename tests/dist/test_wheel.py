@@ -218,18 +218,18 @@ class TestArchives:
         assert built.metadata()["Name"] == DIST
 
     def test_wheel_holds_the_native_encoder(self, built: Built) -> None:
-        """The wheel carries the compiled log record encoder for this interpreter (and so a platform
+        """The wheel carries the compiled OTLP encoders for this interpreter (and so a platform
         tag), not its C source; the sdist carries the source and the hook that compiles it."""
         suffix = sysconfig.get_config_var("EXT_SUFFIX")
         with zipfile.ZipFile(built.wheel) as whl:
             names = set(whl.namelist())
             wheel_info = whl.read(f"opskit_asgi-{built.version}.dist-info/WHEEL").decode()
-        assert f"opskit/logging/_record{suffix}" in names and "opskit/logging/_record.c" not in names
+        assert f"opskit/otlp/_native{suffix}" in names and "opskit/otlp/_native.c" not in names
         assert "Root-Is-Purelib: false" in wheel_info
         assert not built.wheel.name.endswith("-py3-none-any.whl")
         with tarfile.open(built.sdist) as sdist:
             names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-        assert {"opskit/logging/_record.c", "opskit/logging/_record.pyi", "hatch_build.py"} <= names
+        assert {"opskit/otlp/_native.c", "opskit/otlp/_native.pyi", "hatch_build.py"} <= names
 
     def test_without_a_compiler_the_wheel_is_pure_python(self, built: Built, tmp_path: Path) -> None:
         """No working compiler: the build warns and makes a ``py3-none-any`` wheel (the Python encoder
@@ -246,11 +246,11 @@ class TestArchives:
             env=broken,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "the native log record encoder was not compiled" in result.stdout + result.stderr
+        assert "the native OTLP encoders were not compiled" in result.stdout + result.stderr
         (wheel,) = (tmp_path / "pure").glob("*.whl")
         assert wheel.name.endswith("-py3-none-any.whl")
         with zipfile.ZipFile(wheel) as whl:
-            assert not [name for name in whl.namelist() if "_record" in name and not name.endswith(".pyi")]
+            assert not [name for name in whl.namelist() if "_native" in name and not name.endswith(".pyi")]
         result = subprocess.run(
             [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "strict"), str(source)],
             capture_output=True,
@@ -318,7 +318,7 @@ class TestQuickstart:
         location = Path(venv.python("import opskit; print(opskit.__file__)")).parent
         assert location.is_relative_to(venv.bin.parent) and (location / "ratelimit" / "gcra.lua").is_file()
         assert (location / "py.typed").is_file()
-        assert venv.python("from opskit.logging.record import NATIVE; print(NATIVE)") == "True"
+        assert venv.python("from opskit.otlp.native import NATIVE; print(NATIVE)") == "True"
 
 
 class TestWithoutFastAPI:

@@ -4,7 +4,6 @@ Python one from the line rendered as JSON (its reference), for every kind of key
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from typing import Any
@@ -163,11 +162,3 @@ class TestExportPath:
         assert nested.attributes[0].value.kvlist_value.values[0].key == "a"
         (text,) = ScopeLogs.FromString(encode_line(5, b"plain [info] text\n")).log_records
         assert text.body.string_value == "plain [info] text"
-
-
-def test_the_native_encoder_is_built() -> None:
-    """The development install compiles it (a C compiler is part of the project's set-up); only a
-    build told not to (OPSKIT_BUILD_NATIVE=0) runs without it."""
-    if os.environ.get("OPSKIT_BUILD_NATIVE") == "0":
-        pytest.skip("built with OPSKIT_BUILD_NATIVE=0")
-    assert record.NATIVE and native is not None

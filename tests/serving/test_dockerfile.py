@@ -166,10 +166,10 @@ class TestHardening:
 
 class TestImageContents:
     def test_build_stage_compiles_the_native_encoder(self, image_venv: Path) -> None:
-        """The image's opskit carries the compiled log record encoder, and the build stage insists on it."""
+        """The image's opskit carries the compiled OTLP encoders, and the build stage insists on it."""
         assert stages(DOCKERFILE.read_text())[0].env["OPSKIT_BUILD_NATIVE"] == "1"
         out = subprocess.run(
-            [str(image_venv / "python"), "-c", "from opskit.logging.record import NATIVE; print(NATIVE)"],
+            [str(image_venv / "python"), "-c", "from opskit.otlp.native import NATIVE; print(NATIVE)"],
             capture_output=True,
             text=True,
             timeout=60,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
@@ -11,6 +13,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from opskit.otlp import native
+from opskit.tracing import otlp
 from opskit.tracing.otlp import RequestSpanEncoder
 from opskit.tracing.pipeline import SCOPE
 from tests.tracing.receiver import attributes
@@ -39,6 +43,17 @@ def decoded(data: bytes) -> ExportTraceServiceRequest:
     request = ExportTraceServiceRequest()
     request.ParseFromString(data)
     return request
+
+
+@pytest.fixture(params=["native", "python"], autouse=True)
+def encoder_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test runs with the compiled span encoder and with the Python one."""
+    if request.param == "native":
+        if native.span is None:
+            pytest.skip("built with OPSKIT_BUILD_NATIVE=0")
+    else:
+        monkeypatch.setattr(otlp, "native_span", None)
+    yield request.param
 
 
 class TestRequestSpanEncoder:
@@ -144,3 +159,70 @@ class TestRequestSpanEncoder:
         """Equal-comparing values of different types (True, 1, 1.0) keep their own encodings."""
         spans = [request_span(i, attributes={"v": value}) for i, value in enumerate([1, True, 1.0, 1, True])]
         assert decoded(RequestSpanEncoder(SCOPE).encode(spans)) == encode_spans(spans)
+
+
+class TestCompiledEncoder:
+    def test_spans_of_the_sdk_encode_alike(self, encoder_kind: str) -> None:
+        """Spans as the SDK makes them (bounded attributes, remote and local parents, error statuses,
+        every attribute kind) decode to the SDK's encoding; the compiled encoder takes each of them."""
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.trace import NonRecordingSpan, set_span_in_context
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(resource=RESOURCE)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer(SCOPE.name, SCOPE.version)
+        sampled = TraceFlags(1)
+        parents = [None, SpanContext(0xABC, 0xDEF, True, sampled), SpanContext(0xABC, 0x5, False, sampled)]
+        values: list[Any] = [
+            "GET",
+            "",
+            "naïve ☃" * 30,
+            200,
+            -7,
+            2**63 - 1,
+            0.25,
+            float("nan"),
+            True,
+            ("a", "b"),
+            (1, 2),
+        ]
+        for n in range(60):
+            parent = parents[n % 3]
+            context = set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+            span = tracer.start_span(f"GET /r/{n % 4}", context=context, kind=SpanKind(n % 5))
+            for k in range(n % 9):
+                span.set_attribute(f"k{k}", values[(n + k) % len(values)])
+            if n % 4 == 1:
+                span.set_status(Status(StatusCode.ERROR, "RuntimeError: kaput" if n % 8 == 1 else None))
+            elif n % 4 == 2:
+                span.set_status(Status(StatusCode.OK))
+            span.end()
+        spans = list(exporter.get_finished_spans())
+        assert len(spans) == 60
+        if encoder_kind == "native":
+            assert native.span is not None and all(native.span(span) is not None for span in spans)
+        ours = decoded(RequestSpanEncoder(SCOPE).encode(spans))
+        theirs = encode_spans(spans)
+        # NaN never equals itself: compare the bytes of each message instead.
+        assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+
+    def test_what_it_declines_the_python_encoder_writes(self, encoder_kind: str) -> None:
+        """A trace state, events, values of other kinds: declined whole, then encoded in Python."""
+        if encoder_kind != "native":
+            pytest.skip("the compiled encoder's own refusals")
+        assert native.span is not None
+        declined = [
+            request_span(0, context=SpanContext(0x1, 0x2, False, TraceFlags(1), TraceState([("a", "1")]))),
+            request_span(1, events=[Event("e", {}, 5)]),
+            request_span(3, attributes={"nested": (("a",),)}),
+            request_span(4, attributes={"text": type("Text", (str,), {})("x")}),
+        ]
+        # Neither of these two has an encoding the SDK would agree with: only the refusal is checked.
+        for span in [*declined, request_span(5, name="\ud800"), request_span(2, attributes={"big": 2**64})]:
+            assert native.span(span) is None
+        taken = request_span(6)
+        assert native.span(taken) is not None
+        assert decoded(RequestSpanEncoder(SCOPE).encode([*declined, taken])) == encode_spans([*declined, taken])

@@ -1,3 +1,0 @@
-from typing import Any
-
-def encode(time_ns: int, line: dict[str, Any], /) -> bytes | None: ...
