@@ -107,6 +107,7 @@ VARIANTS = [
     "fastapi_native",
     "hooks_only",
     "encode_sdk",
+    "encode_python",
     "encode_direct",
 ]
 
@@ -150,7 +151,8 @@ def hooks_only(n: int, traceparent: bool) -> float:
 
 
 def encoding(n: int, direct: bool) -> float:
-    """CPU per span of encoding a batch of 512 request spans for OTLP (done on the export thread)."""
+    """CPU per span of encoding a batch of 512 request spans for OTLP (done on the export thread):
+    by the SDK, by opskit's Python encoder (``encode_python``) or with its compiled span encoder."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
@@ -193,8 +195,12 @@ def encoding(n: int, direct: bool) -> float:
 
 
 def one(variant: str, n: int, traceparent: bool) -> float:
-    if variant in ("encode_sdk", "encode_direct"):
-        return encoding(n, variant == "encode_direct")
+    if variant in ("encode_sdk", "encode_python", "encode_direct"):
+        if variant == "encode_python":  # opskit's direct encoder without its compiled half
+            from opskit.tracing import otlp
+
+            otlp.native_span = None
+        return encoding(n, variant != "encode_sdk")
     if variant == "hooks_only":
         us = hooks_only(n, traceparent)
         opskit.tracing.shutdown()

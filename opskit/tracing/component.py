@@ -15,10 +15,12 @@ import logging
 import re
 import time
 from collections.abc import MutableMapping
+from random import getrandbits
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -48,19 +50,35 @@ _EMPTY = otel_context.Context()
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _ERROR_LOG_INTERVAL = 60.0
+# Host headers seen, parsed: a service answers to a few names. Client-controlled, so bounded; past
+# the bound a new name is parsed each time.
+_HOSTS_MAX = 64
+_hosts: dict[bytes, tuple[str, int | None]] = {}
+
+
+def _parse_host(host: bytes) -> tuple[str, int | None] | None:
+    text = host.decode("latin-1")
+    if not text.isprintable():
+        return None
+    if text.startswith("["):  # IPv6 literal: [::1]:8000
+        name, _, rest = text[1:].partition("]")
+        port = rest[1:]
+    else:
+        name, _, port = text.partition(":")
+    return name, int(port) if port.isdigit() and len(port) <= 5 else None
 
 
 def _server_address(host: bytes | None, scope: MutableMapping[str, Any]) -> tuple[str | None, int | None]:
     """server.address/port from the Host header (bounded, printable), else from the listening socket."""
     if host and len(host) <= HOST_MAX:
-        text = host.decode("latin-1")
-        if text.isprintable():
-            if text.startswith("["):  # IPv6 literal: [::1]:8000
-                name, _, rest = text[1:].partition("]")
-                port = rest[1:]
-            else:
-                name, _, port = text.partition(":")
-            return name, int(port) if port.isdigit() and len(port) <= 5 else None
+        found = _hosts.get(host)
+        if found is not None:
+            return found
+        parsed = _parse_host(host)
+        if parsed is not None:
+            if len(_hosts) < _HOSTS_MAX:
+                _hosts[host] = parsed
+            return parsed
     server = scope.get("server")
     if server:
         return str(server[0]), server[1]
@@ -153,8 +171,13 @@ class TracingComponent(Component):
             attributes["http.request.method_original"] = method[:32]
             name = "HTTP"
         id_generator = pipeline.provider.id_generator
-        trace_id = parent.trace_id if parent else id_generator.generate_trace_id()
-        span_id = id_generator.generate_span_id()
+        if type(id_generator) is RandomIdGenerator:
+            # The SDK's default generator, without its two calls: random bits, never the invalid 0.
+            trace_id = parent.trace_id if parent else (getrandbits(128) or id_generator.generate_trace_id())
+            span_id = getrandbits(64) or id_generator.generate_span_id()
+        else:
+            trace_id = parent.trace_id if parent else id_generator.generate_trace_id()
+            span_id = id_generator.generate_span_id()
         ex.trace_number = trace_id
         if self._always_on:
             # always_on / parentbased_always_on (the default) decided without the SDK's call chain.
