@@ -301,3 +301,18 @@ class TestReconcile:
         with TestClient(create(otlp_endpoint=receiver.endpoint)) as c:
             c.get("/items/1")
             assert lifecycle.pipeline is early
+
+
+def test_host_headers_parsed_once_and_bounded() -> None:
+    """server.address/port come from the Host header; parsed names are remembered, but a client
+    sending a new Host every time cannot grow that memory past its bound."""
+    from opskit.tracing import component
+
+    component._hosts.clear()
+    for n in range(component._HOSTS_MAX * 3):
+        host = f"h{n}.example:{8000 + n}".encode()
+        assert component._server_address(host, {}) == (f"h{n}.example", 8000 + n)
+        assert component._server_address(host, {}) == (f"h{n}.example", 8000 + n)
+    assert len(component._hosts) == component._HOSTS_MAX
+    assert component._server_address(b"[::1]:99999999", {}) == ("::1", None)
+    assert component._server_address(b"bad\x01host", {"server": ("10.0.0.1", 80)}) == ("10.0.0.1", 80)
