@@ -107,7 +107,7 @@ class TestSignals:
         opskit.configure_logging(settings, stream=io.BytesIO())
         component = create_component(Runtime(settings))
         assert component is not None
-        component._start()
+        component.process_started()
         opskit.get_logger("shop.orders").info("paid", amount=3)
         logging.getLogger("somelib.db").error("slow query")
         component._stop()
