@@ -40,6 +40,14 @@ class Component:
         ``BaseHTTPMiddleware`` sends from a child task): never reset ContextVars here.
         """
 
+    def request_failed(self, ex: Exchange) -> None:
+        """The app raised ``ex.exception``: called only then, once the response is over, in reverse order.
+
+        Runs in the middleware's own context, before :meth:`request_closed` (the request's
+        ContextVars are still set). A request that succeeds never reaches it: the place for work
+        that only an exception needs.
+        """
+
     def request_closed(self, ex: Exchange) -> None:
         """The app returned (BackgroundTasks done), in the middleware's own context.
 
@@ -56,6 +64,14 @@ class Component:
         """The websocket connection ended: status 101 (accepted) or 403 (refused), ``ex.route`` and
         ``ex.end`` set, in the middleware's own context, in reverse order."""
 
+    def process_started(self) -> None:
+        """Once per serving process, before its first request: at lifespan startup, or at the first
+        request or connection of a server without lifespan; again in each forked child.
+
+        The place to start threads (they do not survive ``fork``): never called in a preloading
+        master, which serves nothing. Must not block; costs requests nothing after the first.
+        """
+
     async def startup(self) -> None:
         """ASGI lifespan startup."""
 
@@ -69,10 +85,12 @@ HOOKS = (
     "admit",
     "response_started",
     "request_finished",
+    "request_failed",
     "request_closed",
     "websocket_started",
     "websocket_accepted",
     "websocket_closed",
+    "process_started",
     "startup",
     "shutdown",
 )

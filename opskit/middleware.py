@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any
@@ -34,7 +36,7 @@ __all__ = ["DISCONNECTED", "OpskitMiddleware"]
 DISCONNECTED = 499
 _INTERNAL_ERROR = b"Internal Server Error"
 _UNAVAILABLE = b"Service Unavailable"
-_PER_REQUEST = ("request_started", "admit", "response_started", "request_finished", "request_closed")
+_PER_REQUEST = ("request_started", "admit", "response_started", "request_finished", "request_failed", "request_closed")
 
 
 class OpskitMiddleware:
@@ -69,10 +71,20 @@ class OpskitMiddleware:
         self._on_response = hooks("response_started")
         # Unwound like a middleware stack: the last component to start is the first to finish.
         self._on_finish = hooks("request_finished")[::-1]
+        self._on_fail = hooks("request_failed")[::-1]
         self._on_close = hooks("request_closed")[::-1]
         self._ws_started = hooks("websocket_started")
         self._ws_accepted = hooks("websocket_accepted")
         self._ws_closed = hooks("websocket_closed")[::-1]
+        self._on_process = hooks("process_started")
+        # The step every scope but lifespan's takes first. Until this process has started its
+        # components it is _first_scope, which starts them and hands the step on to the proxy
+        # forwarding (or to nothing): once started, a request pays no check of its own for it.
+        self._unstarted = False
+        self._prepare: Callable[[Scope], None] | None = self._forward
+        if self._on_process:
+            self._awaiting_process()
+            _instances.add(self)
         # The app's own response headers are kept only for response-header capture (decided here,
         # not per request).
         self._keep_app_headers = bool(self.settings.capture_headers_server_response)
@@ -91,8 +103,8 @@ class OpskitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if self._forward is not None and kind != "lifespan":
-            self._forward(scope)
+        if self._prepare is not None and kind != "lifespan":
+            self._prepare(scope)
         if kind != "http":
             if kind == "websocket":
                 await self._websocket(scope, receive, send)
@@ -204,8 +216,13 @@ class OpskitMiddleware:
         except Exception as exc:
             ex.exception = exc
             self._log_unhandled(scope, exc)
-            if not ex.status:
-                await self._internal_error(send_wrapper)
+            try:
+                if not ex.status:
+                    await self._internal_error(send_wrapper)
+            finally:
+                if self._on_fail:  # here, not in the finally below: a request that succeeded checks nothing
+                    finish(ex)
+                    self._run(self._on_fail, "request_failed", ex)
             raise
         except asyncio.CancelledError:
             ex.annotate(outcome="cancelled")
@@ -228,6 +245,28 @@ class OpskitMiddleware:
             # The scope and its Exchange refer to each other: broken here, both are freed at once
             # instead of waiting for (and costing) a cyclic collection.
             del scope[SCOPE_KEY]
+
+    def _awaiting_process(self) -> None:
+        self._unstarted = True
+        self._prepare = self._first_scope
+
+    def _first_scope(self, scope: Scope) -> None:
+        """The first request or connection of this process (no lifespan started it): start, then forward."""
+        self._process_started()
+        if self._forward is not None:
+            self._forward(scope)
+
+    def _process_started(self) -> None:
+        """Call every ``process_started`` hook, once in this process (lifespan startup or first scope)."""
+        if not self._unstarted:
+            return
+        self._unstarted = False
+        self._prepare = self._forward
+        for component, hook in self._on_process:
+            try:
+                hook()
+            except Exception as exc:
+                self._hook_failed(component, "process_started", exc)
 
     def _run(self, hooks: tuple[tuple[Component, Any], ...], name: str, ex: Exchange) -> None:
         for component, hook in hooks:
@@ -335,6 +374,7 @@ class OpskitMiddleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._warn_about_server_proxy_headers()
+                self._process_started()
                 await self._run_lifespan("startup")
             elif message["type"] == "lifespan.shutdown":
                 health.begin_shutdown()
@@ -372,6 +412,18 @@ class OpskitMiddleware:
             except (Exception, asyncio.CancelledError) as exc:
                 # A feature that cannot start (collector or Redis down) degrades; the app still serves.
                 self._hook_failed(component, hook, exc)
+
+
+_instances: weakref.WeakSet[OpskitMiddleware] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    # The parent's threads did not come along: the child starts its own, at its lifespan or first request.
+    for middleware in list(_instances):
+        middleware._awaiting_process()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _no_request_ids(scope: Scope) -> tuple[str, Any]:

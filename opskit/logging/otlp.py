@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..component import Component
-from ..exchange import Exchange
 from ..otlp import FAILURE_REASONS, ExportThread, OtlpClient, check_protocol, otlp_client, resource_attributes
 from ..otlp.wire import field, key_values, varint
 from ..throttle import ThrottledLog
@@ -188,8 +187,9 @@ class OtlpLogs:
 
 
 class OtlpLogsComponent(Component):
-    """Taps the line writer and runs this worker's log export thread (lifespan startup or first
-    request); at lifespan shutdown the queue is exported and stdout takes every later line."""
+    """Taps the line writer and runs this worker's log export thread (started once per serving
+    process: lifespan startup or first request); at lifespan shutdown the queue is exported and
+    stdout takes every later line."""
 
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
@@ -197,23 +197,13 @@ class OtlpLogsComponent(Component):
         self.exporter = OtlpLogs(settings, runtime.registry)
         self.thread = ExportThread("opskit-otlp-logs", settings.blrp_schedule_delay_ms / 1000, self.exporter.export)
         self.exporter.queue.wake = self.thread.wake
-        self._started = False
         WRITER.tap = self.exporter.queue.put
         WRITER.record_tap = self.exporter.queue.put_record if encode_native is not None else None
         WRITER.stdout = settings.log_stdout
-        _components.add(self)
         atexit.register(self._stop)
 
-    def _start(self) -> None:
+    def process_started(self) -> None:
         self.thread.start()
-        self._started = self.thread.running
-
-    def request_started(self, ex: Exchange) -> None:
-        if not self._started:
-            self._start()
-
-    async def startup(self) -> None:
-        self._start()
 
     def _stop(self) -> None:
         self.thread.stop()
@@ -224,17 +214,6 @@ class OtlpLogsComponent(Component):
 
     async def shutdown(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._stop)
-
-
-_components: weakref.WeakSet[OtlpLogsComponent] = weakref.WeakSet()
-
-
-def _reset_started() -> None:
-    for component in list(_components):
-        component._started = False
-
-
-os.register_at_fork(after_in_child=_reset_started)
 
 
 def create_component(runtime: Runtime) -> OtlpLogsComponent | None:

@@ -161,10 +161,10 @@ class MetricsComponent(Component):
                 series.requests.exemplar_locked(trace_id, 1.0, now)  # type: ignore[union-attr]
                 series.duration.exemplar_locked(bucket, trace_id, duration, now)
 
-    def request_closed(self, ex: Exchange) -> None:
+    def request_failed(self, ex: Exchange) -> None:
         # Here, not in request_finished: Starlette's ServerErrorMiddleware sends its 500 (which
         # finishes the request) before the exception reaches opskit's middleware.
-        if ex.exception is None or not self._measured(ex.path):
+        if not self._measured(ex.path):
             return
         method = ex.method if ex.method in METHODS else OTHER_METHOD
         route = ex.route or self.settings.unmatched_route

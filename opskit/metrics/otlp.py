@@ -26,7 +26,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,6 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from ..component import Component
-from ..exchange import Exchange
 from ..otlp import FAILURE_REASONS, ExportThread, OtlpClient, check_protocol, otlp_client, resource_attributes
 from ..throttle import ThrottledLog
 from ..version import VERSION
@@ -268,8 +266,8 @@ class OtlpMetrics:
 
 
 class OtlpMetricsComponent(Component):
-    """Runs this worker's metric export thread: started at lifespan startup or by the first request,
-    stopped (after a last export) at lifespan shutdown or interpreter exit."""
+    """Runs this worker's metric export thread: started once per serving process (lifespan startup
+    or first request), stopped (after a last export) at lifespan shutdown or interpreter exit."""
 
     def __init__(self, runtime: Runtime) -> None:
         settings = runtime.settings
@@ -277,27 +275,13 @@ class OtlpMetricsComponent(Component):
         self.exporter = OtlpMetrics(runtime.registry, settings)
         interval = settings.metric_export_interval_ms / 1000
         self.thread = ExportThread("opskit-otlp-metrics", interval, self.exporter.export)
-        self._started = False
         atexit.register(self.thread.stop)
 
-    def _start(self) -> None:
+    def process_started(self) -> None:
         self.thread.start()
-        self._started = self.thread.running
-
-    def request_started(self, ex: Exchange) -> None:
-        if not self._started:
-            self._start()
-
-    async def startup(self) -> None:
-        self._start()
 
     async def shutdown(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.thread.stop)
-
-
-def _reset_started() -> None:
-    for component in list(_components):
-        component._started = False
 
 
 def create_component(runtime: Runtime) -> OtlpMetricsComponent | None:
@@ -305,10 +289,4 @@ def create_component(runtime: Runtime) -> OtlpMetricsComponent | None:
     settings = runtime.settings
     if not (settings.metrics_enabled and settings.metrics_otlp):
         return None
-    component = OtlpMetricsComponent(runtime)
-    _components.add(component)
-    return component
-
-
-_components: weakref.WeakSet[OtlpMetricsComponent] = weakref.WeakSet()
-os.register_at_fork(after_in_child=_reset_started)
+    return OtlpMetricsComponent(runtime)

@@ -4,10 +4,17 @@ The request is the same serialized ``Export*ServiceRequest`` an OTLP/HTTP export
 generic unary call sends the bytes as they are (no serializer), so opskit's own encoders serve
 both protocols and no generated stub is needed. Needs grpcio (``pip install 'opskit-asgi[grpc]'``);
 only this module imports it, when a client is built (the module itself imports without it).
+
+Importing this module sets ``GRPC_VERBOSITY=ERROR`` unless it is set already: grpcio's C core
+otherwise writes INFO lines of its own to stderr (``Got goaway`` when a collector closes a
+connection), which are not JSON and break the process's one-object-per-line log stream. The
+C core reads the variable once, when grpc is imported: an app that imported grpc earlier keeps
+whatever it had then.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -26,6 +33,8 @@ METHODS: dict[Signal, str] = {
 # The status codes the OTLP specification calls transient (RESOURCE_EXHAUSTED only with RetryInfo: not retried).
 RETRYABLE_CODES = frozenset({"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"})
 _REASONS = {"DEADLINE_EXCEEDED": "timeout", "UNAVAILABLE": "connection"}
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 class OtlpGrpcClient(RetryingClient):

@@ -1,8 +1,10 @@
 """A worker process's export thread: runs one export every interval, on demand, and once at stop.
 
 Started in the process that serves (never in a preloading master: a thread does not survive
-``fork``, and one forked mid-export would leave its locks held); after a fork the child starts
-its own on first use.
+``fork``, and one forked mid-export would leave its locks held), by its component's
+:meth:`~opskit.component.Component.process_started`: at lifespan startup, or at the first request
+of a server without lifespan. After a fork the child's middleware calls it again, and the child
+starts its own.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ class TestRecords:
         stdout keeps every line."""
         settings = load_settings(logs_exporter="otlp", otlp_endpoint=receiver.endpoint, service_name="shop")
         component, stream = _serve_logs(settings)
-        component._start()
+        component.process_started()
         opskit.get_logger("shop.orders").info("paid", amount=3)
         logging.getLogger("somelib.db").error("slow query %s ms", 120)
         write_json({"event": "request", "level": "info", "path": "/a", "trace_id": TRACE, "span_id": SPAN})
@@ -119,7 +119,7 @@ class TestRecords:
         """OPSKIT_LOG_STDOUT=false: lines go over OTLP only; after shutdown stdout takes them again."""
         settings = load_settings(logs_exporter="otlp", otlp_endpoint=receiver.endpoint, log_stdout=False)
         component, stream = _serve_logs(settings)
-        component._start()
+        component.process_started()
         opskit.get_logger("x").info("only over otlp")
         component._stop()
         opskit.get_logger("x").info("after shutdown")
@@ -218,7 +218,7 @@ class TestBounds:
             blrp_max_export_batch_size=4,
         )
         component, _ = _serve_logs(settings)
-        component._start()
+        component.process_started()
         try:
             for i in range(4):
                 opskit.get_logger("x").info(f"line {i}")

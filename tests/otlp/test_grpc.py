@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,7 +110,7 @@ class TestSignals:
         opskit.configure_logging(settings, stream=io.BytesIO())
         component = create_component(Runtime(settings))
         assert component is not None
-        component._start()
+        component.process_started()
         opskit.get_logger("shop.orders").info("paid", amount=3)
         logging.getLogger("somelib.db").error("slow query")
         component._stop()
@@ -169,3 +172,37 @@ class TestFailures:
         client.close()
         assert (result.ok, result.attempts) == (True, 1)
         assert len(receiver.logs()) == 1
+
+
+def _goaway_export(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """One gRPC export to a collector that answers with a GOAWAY, in a fresh process (see tests.otlp.goaway)."""
+    base = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.otlp.goaway", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+class TestCoreLogLines:
+    def test_the_grpc_core_info_lines_stay_off_stderr(self) -> None:
+        """GRPC_VERBOSITY unset: opskit's client defaults it to ERROR, and the C core's INFO line about the
+        GOAWAY (plain text, not JSON) is not written."""
+        done = _goaway_export()
+        assert done.stdout.strip() == "ok=False GRPC_VERBOSITY=ERROR"
+        assert "Got goaway" not in done.stderr
+
+    def test_without_the_default_the_line_is_written(self) -> None:
+        """The same export in a process that imported grpc before opskit's client: the C core had read no
+        verbosity, and it writes the INFO line (the line the default keeps away is real)."""
+        done = _goaway_export("--grpc-first")
+        assert "Got goaway" in done.stderr
+
+    def test_a_verbosity_the_user_chose_is_kept(self) -> None:
+        """GRPC_VERBOSITY=INFO set by the user stays INFO: the C core's lines are written."""
+        done = _goaway_export(GRPC_VERBOSITY="INFO")
+        assert done.stdout.strip() == "ok=False GRPC_VERBOSITY=INFO"
+        assert "Got goaway" in done.stderr
