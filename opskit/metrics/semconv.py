@@ -7,12 +7,11 @@ requests in flight by method and scheme. The Prometheus naming keeps its own hot
 
 from __future__ import annotations
 
-from time import time
 from typing import Final
 
 from ..exchange import Exchange
 from ..runtime import Runtime
-from .component import METHODS, OTHER_METHOD, MetricsComponent, _content_length, _Series
+from .component import METHODS, OTHER_METHOD, MetricsComponent, _Series
 from .registry import Registry
 
 __all__ = ["SemconvMetricsComponent", "scheme"]
@@ -41,22 +40,7 @@ class SemconvMetricsComponent(MetricsComponent):
         except KeyError:
             return  # excluded path
         method = ex.method if ex.method in METHODS else OTHER_METHOD
-        series = self._semconv_series(ex, method)
-        if ex.first_byte:
-            self._observe_first_byte(ex, method)
-        duration = ex.end - ex.start
-        trace_id = ex.trace_id if self._exemplars else None
-        request_size, response_size = series.request_size, series.response_size
-        request_bytes = _content_length(ex) if request_size is not None else 0
-        store = self._store
-        with store.lock:
-            v = store.v
-            bucket = series.duration.observe_locked(v, duration)
-            if request_size is not None and response_size is not None:
-                request_size.observe_locked(v, request_bytes)
-                response_size.observe_locked(v, ex.response_bytes)
-            if trace_id:
-                series.duration.exemplar_locked(bucket, trace_id, duration, time())
+        self._observe(ex, self._semconv_series(ex, method))
 
     def _semconv_series(self, ex: Exchange, method: str) -> _Series:
         # error.type: the exception's type when the app raised before its response finished,

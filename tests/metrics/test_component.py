@@ -149,6 +149,16 @@ class TestRequests:
         assert 'route="/sub/hello/{name}"' in text
         s.registry.close()
 
+    async def test_exact_excluded_paths_leave_their_neighbours_measured(self) -> None:
+        """Exact paths alone exclude just those paths: /items/1 is not counted, /items/2 is."""
+        s = Served(metrics_exclude_paths="/items/1")
+        async with s.client:
+            await s.client.get("/items/1")
+            await s.client.get("/items/2")
+            got = await s.samples()
+        assert pick(got, "http_requests_total", method="GET", route="/items/{item_id}", status="200") == 1
+        s.registry.close()
+
 
 class TestCardinality:
     async def test_random_unmatched_paths_add_one_route_value(self, served: Served) -> None:
