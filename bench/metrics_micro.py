@@ -29,19 +29,20 @@ def per_call_us(fn: Callable[[], None], number: int = N) -> float:
     return best / number * 1e6
 
 
-def opskit_component(directory: str | None) -> float:
+def opskit_component(directory: str | None, naming: str = "prometheus") -> float:
     from opskit.exchange import Exchange
-    from opskit.metrics.component import MetricsComponent
+    from opskit.metrics.component import metrics_component
     from opskit.metrics.registry import Registry
     from opskit.runtime import Runtime
     from opskit.settings import load_settings
 
-    runtime = Runtime(load_settings(prometheus_multiproc_dir=directory))
+    runtime = Runtime(load_settings(prometheus_multiproc_dir=directory, metrics_naming=naming))
     registry = Registry(directory)
-    component = MetricsComponent(runtime, registry)
+    component = metrics_component(runtime, registry)
     scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
+        "scheme": "http",
         "path": "/items/1",
         "headers": [(b"host", b"x"), (b"content-length", b"10")],
     }
@@ -163,6 +164,7 @@ def main() -> None:
         rows = [
             ("opskit component, in memory (per request)", opskit_component(None)),
             ("opskit component, multi-worker directory (per request)", opskit_component(ours)),
+            ("opskit component, OpenTelemetry naming, in memory (per request)", opskit_component(None, "otel")),
             ("prometheus_client multiprocess, same updates (per request)", prometheus_client_multiprocess(theirs)),
         ]
     with tempfile.TemporaryDirectory() as scraped:

@@ -181,8 +181,9 @@ def _missing_evidence(variant: Variant, server: AppServer, redis: RedisServer, r
             raise RuntimeError(f"{variant.name}: GET /items/{index} answered {status}: {body[:200]!r}")
     if "metrics" in variant.evidence:
         status, _, body = server.get("/metrics")
-        if status != 200 or b"http_request" not in body:
-            missing.append("metrics (no /metrics with http_request* series)")
+        # http_request*: the default naming's series; http_server_request*: OpenTelemetry's.
+        if status != 200 or (b"http_request" not in body and b"http_server_request" not in body):
+            missing.append("metrics (no /metrics with http_request* or http_server_request* series)")
     server.stop()
     if "request_id" in variant.evidence and "x-request-id" not in last_headers:
         missing.append("request ID (no X-Request-ID response header)")

@@ -17,6 +17,7 @@ OPSKIT_FEATURES = ("request_id", "logging", "metrics", "tracing", "ratelimit", "
 OPSKIT_EXTRAS: dict[str, dict[str, object]] = {
     "labels": {"metrics_labels": ("tenant", "plan")},
     "sampling": {"access_log_sample": 0.1},
+    "metrics_otel": {"metrics_naming": "otel"},
 }
 
 # Exporters on top of a feature: OTLP metric pushes (metrics) and OTLP log records (logging).
@@ -47,6 +48,13 @@ VARIANTS: tuple[Variant, ...] = (
     _v("opskit-request-id", "opskit", "opskit, request ID only", {"request_id"}, {"request_id"}),
     _v("opskit-access-log", "opskit", "opskit, JSON access log only", {"logging"}, {"access_log"}),
     _v("opskit-metrics", "opskit", "opskit, Prometheus metrics only", {"metrics"}, {"metrics"}),
+    _v(
+        "opskit-metrics-otel",
+        "opskit",
+        "opskit, metrics only, named by OpenTelemetry's HTTP semantic conventions (OPSKIT_METRICS_NAMING=otel)",
+        {"metrics", "metrics_otel"},
+        {"metrics"},
+    ),
     _v("opskit-tracing", "opskit", "opskit, tracing only (100 % sampled)", {"tracing"}, {"spans"}),
     _v("opskit-ratelimit", "opskit", "opskit, Redis token bucket only", {"ratelimit"}, {"redis"}),
     # The two limiter backends below replace opskit-all's Redis limiter rather than join it: a process

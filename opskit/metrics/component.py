@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from bisect import bisect_left
 from time import time
-from typing import Final
+from typing import Final, NamedTuple
 
 from starlette.types import ASGIApp
 
@@ -38,14 +38,25 @@ OTHER_METHOD: Final = "OTHER"
 WEBSOCKET_BUCKETS: Final = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 
 
-@dataclass(slots=True)
-class _Series:
-    """The series one (method, route, status) writes, resolved once."""
+class _Series(NamedTuple):
+    """Where one (method, route, status) writes in the store, resolved once.
 
-    requests: CounterChild | None  # None under OpenTelemetry's naming: the duration's count counts requests
-    duration: HistogramChild
-    request_size: HistogramChild | None
-    response_size: HistogramChild | None
+    A request unpacks it into locals and does its adds under one hold of the lock: in CPython an
+    attribute lookup or a method call costs more than the float add it leads to.
+    """
+
+    requests: int  # the counter's index; -1 under OpenTelemetry's naming (the duration's count counts requests)
+    duration_bounds: tuple[float, ...]
+    duration: int  # first bucket
+    duration_sum: int
+    size_bounds: tuple[float, ...]  # () without the size histograms
+    request_size_zero: int  # the bucket of a request without a body, most requests
+    request_size: int
+    request_size_sum: int
+    response_size: int
+    response_size_sum: int
+    requests_child: CounterChild | None  # for exemplars
+    duration_child: HistogramChild
 
 
 class MetricsComponent(Component):
@@ -63,6 +74,9 @@ class MetricsComponent(Component):
         self._sizes = settings.metrics_size_enabled
         excluded = settings.metrics_exclude_paths
         self._excluded = PathPatterns(excluded)
+        # Exact paths alone (the default) are one frozenset lookup, without a method call.
+        patterns = self._excluded
+        self._excluded_paths: PathPatterns | frozenset[str] = patterns if patterns.prefixes else patterns.exact
 
         self._labels: tuple[ExtraLabel, ...] | None = None
         if settings.metrics_labels:
@@ -100,7 +114,9 @@ class MetricsComponent(Component):
         build = registry.gauge("opskit_build_info", "Service version; always 1.", ("version", "service"), mode="max")
         build.labels(settings.service_version, settings.service_name).set(1)
 
-        self._series: dict[tuple[str, str | None, int], _Series] = {}
+        # By route, status, then method: found without building a key (requests with a method
+        # outside METHODS miss it and take the slow path, so it holds known methods only).
+        self._series: dict[str | None, dict[int, dict[str, _Series]]] = {}
         self._labelled: dict[tuple[str, str | None, int, tuple[str, ...]], _Series] = {}
         self._live: set[Exchange] = set()
         self._in_progress_keys: set[tuple[str, str]] = set()
@@ -124,8 +140,7 @@ class MetricsComponent(Component):
         return {self.settings.metrics_path: MetricsEndpoint(self.scrape)}
 
     def request_started(self, ex: Exchange) -> None:
-        path = ex.path
-        if path in self._excluded:
+        if ex.path in self._excluded_paths:
             return
         self._live.add(ex)
 
@@ -134,32 +149,67 @@ class MetricsComponent(Component):
             self._live.remove(ex)
         except KeyError:
             return  # excluded path
-        method = ex.method if ex.method in METHODS else OTHER_METHOD
-        status = ex.status
         if self._labels is None:
-            series = self._series.get((method, ex.route, status))
-            if series is None:
-                series = self._series_for(method, ex.route, status)
+            try:
+                series = self._series[ex.route][ex.status][ex.method]
+            except KeyError:
+                series = self._plain_series(ex)
         else:
-            series = self._labelled_series(ex, method, status)
+            series = self._labelled_series(ex)
+        self._observe(ex, series)
+
+    def _observe(self, ex: Exchange, series: _Series) -> None:
+        """Count, time and size a finished request into ``series``, under one hold of the store's lock."""
+        (
+            requests,
+            duration_bounds,
+            duration_at,
+            duration_sum,
+            size_bounds,
+            request_zero,
+            request_at,
+            request_sum,
+            response_at,
+            response_sum,
+            _,
+            _,
+        ) = series
         if ex.first_byte:
-            self._observe_first_byte(ex, method)
+            self._observe_first_byte(ex)
         duration = ex.end - ex.start
-        trace_id = ex.trace_id if self._exemplars else None
-        request_size, response_size = series.request_size, series.response_size
-        request_bytes = _content_length(ex) if request_size is not None else 0
+        request_bytes = 0
+        if size_bounds:
+            for name, value in ex.scope.get("headers", ()):  # inlined rather than ex.header(): a call less
+                if name == b"content-length":
+                    request_bytes = _content_length(value)
+                    break
+        trace_id = ex.trace_id
         store = self._store
-        with store.lock:
+        lock = store.lock
+        lock.acquire()  # not ``with``: its special-method lookups cost as much as two adds
+        try:
             v = store.v
-            series.requests.add_locked(v, 1.0)  # type: ignore[union-attr]  # set under this naming
-            bucket = series.duration.observe_locked(v, duration)
-            if request_size is not None and response_size is not None:
-                request_size.observe_locked(v, request_bytes)
-                response_size.observe_locked(v, ex.response_bytes)
-            if trace_id:
+            if requests >= 0:
+                v[requests] += 1.0
+            bucket = bisect_left(duration_bounds, duration)
+            v[duration_at + bucket] += 1.0
+            v[duration_sum] += duration
+            if size_bounds:
+                if request_bytes:
+                    v[request_at + bisect_left(size_bounds, request_bytes)] += 1.0
+                    v[request_sum] += request_bytes
+                else:
+                    v[request_zero] += 1.0
+                response_bytes = ex.response_bytes
+                v[response_at + bisect_left(size_bounds, response_bytes)] += 1.0
+                v[response_sum] += response_bytes
+            if trace_id and self._exemplars:
                 now = time()
-                series.requests.exemplar_locked(trace_id, 1.0, now)  # type: ignore[union-attr]
-                series.duration.exemplar_locked(bucket, trace_id, duration, now)
+                if series.requests_child is not None:
+                    series.requests_child.exemplar_locked(trace_id, 1.0, now)
+                series.duration_child.exemplar_locked(bucket, trace_id, duration, now)
+        finally:
+            lock.release()
 
     def request_failed(self, ex: Exchange) -> None:
         # Here, not in request_finished: Starlette's ServerErrorMiddleware sends its 500 (which
@@ -187,32 +237,58 @@ class MetricsComponent(Component):
         label_status = f"{status // 100}xx" if self._group_status and status else str(status)
         error = exception or (label_status if status >= 500 else "")
         fields = {"method": method, "route": label_route, "status": label_status, "scheme": scheme, "error": error}
-        request_size = response_size = None
+        size_bounds: tuple[float, ...] = ()
+        request_zero = request_at = request_sum = response_at = response_sum = -1
         if self.request_size is not None and self.response_size is not None:
             labels = _pick(self._size_family, fields)
             request_size = self.request_size.labels(*labels)
             response_size = self.response_size.labels(*labels)
+            size_bounds = self.request_size.bounds
+            request_at, request_sum = request_size.index, request_size.sum_index
+            request_zero = request_at + bisect_left(size_bounds, 0)
+            response_at, response_sum = response_size.index, response_size.sum_index
         requests = None
         if self.requests is not None and self._requests_family is not None:
             requests = self.requests.labels(*_pick(self._requests_family, fields), *extra)
+        duration = self.duration.labels(*_pick(self._duration_family, fields), *extra)
         series = _Series(
-            requests, self.duration.labels(*_pick(self._duration_family, fields), *extra), request_size, response_size
+            requests.index if requests is not None else -1,
+            self.duration.bounds,
+            duration.index,
+            duration.sum_index,
+            size_bounds,
+            request_zero,
+            request_at,
+            request_sum,
+            response_at,
+            response_sum,
+            requests,
+            duration,
         )
         # A route served once has an in-flight series from then on (0 when idle), not "no data".
         self.in_progress.labels(*_pick(self._active_family, fields))
-        if not extra and not scheme:
-            self._series[(method, route, status)] = series
         return series
 
-    def _labelled_series(self, ex: Exchange, method: str, status: int) -> _Series:
+    def _plain_series(self, ex: Exchange) -> _Series:
+        """The series of ``ex`` without extra labels, found or made (the miss of the request hook's lookup)."""
+        method = ex.method if ex.method in METHODS else OTHER_METHOD
+        by_method = self._series.setdefault(ex.route, {}).setdefault(ex.status, {})
+        series = by_method.get(method)
+        if series is None:
+            series = by_method[method] = self._series_for(method, ex.route, ex.status)
+        return series
+
+    def _labelled_series(self, ex: Exchange) -> _Series:
+        method = ex.method if ex.method in METHODS else OTHER_METHOD
         extra = tuple(label.value(ex) for label in self._labels or ())
-        key = (method, ex.route, status, extra)
+        key = (method, ex.route, ex.status, extra)
         series = self._labelled.get(key)
         if series is None:
-            series = self._labelled[key] = self._series_for(method, ex.route, status, extra)
+            series = self._labelled[key] = self._series_for(method, ex.route, ex.status, extra)
         return series
 
-    def _observe_first_byte(self, ex: Exchange, method: str) -> None:
+    def _observe_first_byte(self, ex: Exchange) -> None:
+        method = ex.method if ex.method in METHODS else OTHER_METHOD
         key = (method, ex.route)
         child = self._first_byte.get(key)
         if child is None:
@@ -282,10 +358,7 @@ def _pick(family: naming.Family, fields: dict[str, str]) -> tuple[str, ...]:
     return tuple(fields[field] for field in family.fields)
 
 
-def _content_length(ex: Exchange) -> int:
-    value = ex.header(b"content-length")
-    if value is None:
-        return 0
+def _content_length(value: bytes) -> int:
     try:
         n = int(value)
     except ValueError:

@@ -79,17 +79,14 @@ class CounterChild:
         if amount < 0:
             raise ValueError("counters only go up")
         store = self._store
-        with store.lock:
+        lock = store.lock
+        lock.acquire()  # not ``with``: its special-method lookups cost more than the add
+        try:
             store.v[self.index] += amount
             if trace_id:
                 store.exemplar(self.index + 1, trace_id, amount, time())
-
-    def add_locked(self, v: memoryview[float], amount: float) -> None:
-        """Add ``amount`` to ``v`` (the store's values) with the store's lock held by the caller.
-
-        One lock around the updates of several series: the request metrics' hot path.
-        """
-        v[self.index] += amount
+        finally:
+            lock.release()
 
     def exemplar_locked(self, trace_id: str, value: float, now: float) -> None:
         """Record an exemplar, the store's lock held by the caller."""
@@ -107,13 +104,21 @@ class GaugeChild:
 
     def set(self, value: float) -> None:
         store = self._store
-        with store.lock:
+        lock = store.lock
+        lock.acquire()
+        try:
             store.v[self.index] = value
+        finally:
+            lock.release()
 
     def inc(self, amount: float = 1.0) -> None:
         store = self._store
-        with store.lock:
+        lock = store.lock
+        lock.acquire()
+        try:
             store.v[self.index] += amount
+        finally:
+            lock.release()
 
     def dec(self, amount: float = 1.0) -> None:
         self.inc(-amount)
@@ -133,10 +138,14 @@ class HistogramChild:
     def observe(self, value: float, trace_id: str | None = None) -> None:
         """Count ``value`` in its bucket; ``trace_id`` records it as that bucket's exemplar."""
         store = self._store
-        with store.lock:
+        lock = store.lock
+        lock.acquire()
+        try:
             bucket = self.observe_locked(store.v, value)
             if trace_id:
                 self.exemplar_locked(bucket, trace_id, value, time())
+        finally:
+            lock.release()
 
     def observe_locked(self, v: memoryview[float], value: float) -> int:
         """Count ``value`` in ``v`` (the store's values), the store's lock held by the caller; its bucket."""

@@ -7,12 +7,11 @@ requests in flight by method and scheme. The Prometheus naming keeps its own hot
 
 from __future__ import annotations
 
-from time import time
 from typing import Final
 
 from ..exchange import Exchange
 from ..runtime import Runtime
-from .component import METHODS, OTHER_METHOD, MetricsComponent, _content_length, _Series
+from .component import METHODS, OTHER_METHOD, MetricsComponent, _Series
 from .registry import Registry
 
 __all__ = ["SemconvMetricsComponent", "scheme"]
@@ -34,33 +33,36 @@ class SemconvMetricsComponent(MetricsComponent):
     def __init__(self, runtime: Runtime, registry: Registry | None = None) -> None:
         super().__init__(runtime, registry)
         self._semconv: dict[tuple[str, str | None, int, tuple[str, ...], str, str], _Series] = {}
+        # Requests without extra labels or an exception, by route, status, method and the scope's
+        # scheme, found without building a key (as the default naming's; only known values are kept).
+        self._plain: dict[str | None, dict[int, dict[str, dict[str | None, _Series]]]] = {}
 
     def request_finished(self, ex: Exchange) -> None:
         try:
             self._live.remove(ex)
         except KeyError:
             return  # excluded path
-        method = ex.method if ex.method in METHODS else OTHER_METHOD
-        series = self._semconv_series(ex, method)
-        if ex.first_byte:
-            self._observe_first_byte(ex, method)
-        duration = ex.end - ex.start
-        trace_id = ex.trace_id if self._exemplars else None
-        request_size, response_size = series.request_size, series.response_size
-        request_bytes = _content_length(ex) if request_size is not None else 0
-        store = self._store
-        with store.lock:
-            v = store.v
-            bucket = series.duration.observe_locked(v, duration)
-            if request_size is not None and response_size is not None:
-                request_size.observe_locked(v, request_bytes)
-                response_size.observe_locked(v, ex.response_bytes)
-            if trace_id:
-                series.duration.exemplar_locked(bucket, trace_id, duration, time())
+        if self._labels is None and ex.exception is None:
+            try:
+                series = self._plain[ex.route][ex.status][ex.method][ex.scope.get("scheme")]
+            except KeyError:
+                series = self._plain_semconv_series(ex)
+        else:
+            series = self._semconv_series(ex)
+        self._observe(ex, series)
 
-    def _semconv_series(self, ex: Exchange, method: str) -> _Series:
+    def _plain_semconv_series(self, ex: Exchange) -> _Series:
+        series = self._semconv_series(ex)
+        method, raw_scheme = ex.method, ex.scope.get("scheme")
+        if method in METHODS and (raw_scheme is None or raw_scheme in SCHEMES):
+            by_status = self._plain.setdefault(ex.route, {}).setdefault(ex.status, {})
+            by_status.setdefault(method, {})[raw_scheme] = series
+        return series
+
+    def _semconv_series(self, ex: Exchange) -> _Series:
         # error.type: the exception's type when the app raised before its response finished,
         # else the status code of a 5xx (set in _series_for), else none.
+        method = ex.method if ex.method in METHODS else OTHER_METHOD
         exception = type(ex.exception).__name__ if ex.exception is not None else ""
         extra = tuple(label.value(ex) for label in self._labels) if self._labels is not None else ()
         url_scheme = scheme(ex)

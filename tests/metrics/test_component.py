@@ -120,6 +120,16 @@ class TestRequests:
         assert pick(got, "http_request_size_bytes_sum", method="POST", route="/upload") == 500
         assert pick(got, "http_response_size_bytes_sum", method="POST", route="/upload") == len(r.content)
 
+    async def test_a_request_without_a_body_is_in_the_first_size_bucket(self, served: Served) -> None:
+        """A GET without Content-Length counts as 0 bytes: the first bucket, nothing added to the sum."""
+        await served.client.get("/items/1")
+        await served.client.get("/items/2")
+        got = await served.samples()
+        item = {"method": "GET", "route": "/items/{item_id}"}
+        assert pick(got, "http_request_size_bytes_bucket", **item, le="100.0") == 2
+        assert pick(got, "http_request_size_bytes_sum", **item) == 0
+        assert pick(got, "http_request_size_bytes_count", **item) == 2
+
     async def test_sizes_can_be_off(self) -> None:
         """OPSKIT_METRICS_SIZE_ENABLED=false drops both size histograms."""
         s = Served(metrics_size_enabled=False)
@@ -147,6 +157,16 @@ class TestRequests:
             text = await s.scrape()
         assert "/items/" not in text
         assert 'route="/sub/hello/{name}"' in text
+        s.registry.close()
+
+    async def test_exact_excluded_paths_leave_their_neighbours_measured(self) -> None:
+        """Exact paths alone exclude just those paths: /items/1 is not counted, /items/2 is."""
+        s = Served(metrics_exclude_paths="/items/1")
+        async with s.client:
+            await s.client.get("/items/1")
+            await s.client.get("/items/2")
+            got = await s.samples()
+        assert pick(got, "http_requests_total", method="GET", route="/items/{item_id}", status="200") == 1
         s.registry.close()
 
 

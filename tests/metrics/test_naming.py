@@ -11,6 +11,7 @@ import httpx
 import pytest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
+from bench.asgi_driver import http_scope
 from opskit.metrics.component import metrics_component
 from opskit.metrics.naming import NAMINGS, families, label_for, prometheus_name
 from opskit.metrics.otlp import OtlpMetrics
@@ -199,6 +200,28 @@ class TestExposition:
         count = "http_server_request_duration_seconds_count"
         assert pick(behind_proxy, count, **{**labels, "url_scheme": "https"}) == 1
         assert pick(direct, count, **labels) == 1
+
+    async def test_unknown_methods_and_schemes_collapse(self, otel: Served) -> None:
+        """A made-up method counts as OTHER and a scheme outside http/https (or none) as http, every time."""
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        for scheme in ("gopher", "gopher", None):
+            scope = {**http_scope("/items/1"), "method": "BREW"}
+            if scheme is None:
+                del scope["scheme"]
+            else:
+                scope["scheme"] = scheme
+            await otel.app(scope, receive, send)
+        got = await otel.samples()
+        labels = {**GET_ITEM, "http_request_method": "OTHER", "http_response_status_code": "405", "error_type": ""}
+        assert pick(got, "http_server_request_duration_seconds_count", **labels) == 3
+        assert not any("BREW" in str(key) or "gopher" in str(key) for key in got)
 
     async def test_body_sizes(self, otel: Served) -> None:
         """http.server.request.body.size from Content-Length, the response's from the bytes sent."""
