@@ -102,7 +102,7 @@ class TestRecords:
         and, with stdout on, one line."""
         settings = load_settings(logs_exporter="otlp", otlp_endpoint=receiver.endpoint, log_stdout=stdout)
         component, stream = _serve_logs(settings)
-        component._start()
+        component.process_started()
         log = opskit.get_logger("shop")
         log.info("plain", n=1)
         log.warning("urgent", n=2)
