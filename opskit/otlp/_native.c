@@ -179,9 +179,10 @@ static int put_value_field(Buffer *b, unsigned char tag, const Value *v) {
     return 0;
 }
 
-/* A KeyValue field of ``tag`` (``LogRecord.attributes`` 0x32, ``Span.attributes`` 0x4A). */
-static int put_attribute(Buffer *b, unsigned char tag, const char *key, Py_ssize_t key_size, const Value *v) {
-    Py_ssize_t value_size = any_value_size(v);
+/* The head of a KeyValue field of ``tag`` (``LogRecord.attributes`` 0x32, ``Span.attributes``
+ * 0x4A) whose AnyValue holds ``value_size`` bytes: tag, length, key, the value's tag and length.
+ * Makes room for the value's bytes too, which the caller writes next. */
+static int put_pair_head(Buffer *b, unsigned char tag, const char *key, Py_ssize_t key_size, Py_ssize_t value_size) {
     Py_ssize_t pair = 1 + varint_size((uint64_t)key_size) + key_size + 1 + varint_size((uint64_t)value_size) + value_size;
     if (grow(b, 1 + 10 + pair) < 0) {
         return -1;
@@ -193,6 +194,14 @@ static int put_attribute(Buffer *b, unsigned char tag, const char *key, Py_ssize
     put_bytes(b, key, key_size);
     put_byte(b, 0x12);
     put_varint(b, (uint64_t)value_size);
+    return 0;
+}
+
+/* A KeyValue field of ``tag`` holding one scalar value. */
+static int put_attribute(Buffer *b, unsigned char tag, const char *key, Py_ssize_t key_size, const Value *v) {
+    if (put_pair_head(b, tag, key, key_size, any_value_size(v)) < 0) {
+        return -1;
+    }
     put_any_value(b, v);
     return 0;
 }
@@ -417,18 +426,9 @@ static int put_span_attribute(Buffer *b, PyObject *key_obj, PyObject *value_obj)
         Py_ssize_t size = any_value_size(&value);
         array += 1 + varint_size((uint64_t)size) + size;
     }
-    Py_ssize_t any = 1 + varint_size((uint64_t)array) + array;
-    Py_ssize_t pair = 1 + varint_size((uint64_t)key_size) + key_size + 1 + varint_size((uint64_t)any) + any;
-    if (grow(b, 1 + 10 + pair) < 0) {
+    if (put_pair_head(b, 0x4A, key, key_size, 1 + varint_size((uint64_t)array) + array) < 0) {
         return -1;
     }
-    put_byte(b, 0x4A);
-    put_varint(b, (uint64_t)pair);
-    put_byte(b, 0x0A);
-    put_varint(b, (uint64_t)key_size);
-    put_bytes(b, key, key_size);
-    put_byte(b, 0x12);
-    put_varint(b, (uint64_t)any);
     put_byte(b, 0x2A);
     put_varint(b, (uint64_t)array);
     for (Py_ssize_t i = 0; i < count; i++) {
