@@ -10,7 +10,7 @@ context, every other key an attribute. Two encoders write the same records:
   native module is absent or a line holds values it leaves to Python (nested objects, integers past
   int64, str subclasses).
 
-:data:`NATIVE` says which one runs. Both are measured by ``bench/logs_micro.py``.
+:data:`opskit.otlp.native.NATIVE` says which one runs. Both are measured by ``bench/logs_micro.py``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any
 
 import orjson
 
-from ..otlp.native import NATIVE, log_record
+from ..otlp.native import log_record
 from ..otlp.wire import any_value, field, fixed64, varint
 
-__all__ = ["NATIVE", "SEVERITY", "encode_line", "encode_native", "encode_record"]
+__all__ = ["SEVERITY", "encode_line", "encode_native", "encode_record"]
 
-#: The compiled encoder (``None`` when the install has none); :data:`NATIVE` says whether it runs.
+#: The compiled encoder, ``None`` when the install has none (a module attribute, so a benchmark can switch it off).
 encode_native: Callable[[int, dict[str, Any]], bytes | None] | None = log_record
 
 # SeverityNumber of each level name opskit writes (structlog's and the stdlib's).
