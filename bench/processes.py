@@ -133,8 +133,10 @@ class Background:
     def _read(self, f: IO[bytes] | None) -> str:
         if f is None:
             return ""
-        f.seek(0)
-        return f.read().decode("utf-8", "replace")
+        # The child writes through the same open file, so the two share one offset: a seek here
+        # would make it write over what it wrote before. pread leaves the offset alone.
+        fd = f.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", "replace")
 
     def stdout(self) -> str:
         return self._read(self._out)

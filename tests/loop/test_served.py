@@ -49,8 +49,12 @@ class Uvicorn:
         self.process = Background(argv, env=env, cwd=ROOT, pass_fds=[sock.fileno()])
         sock.close()
         self.url = f"http://127.0.0.1:{self.port}"
-        wait_for_port(self.port)
-        wait_until(lambda: any(e.get("event") == "Application startup complete." for e in events(self.process)))
+        try:
+            wait_for_port(self.port)
+            wait_until(lambda: any(e.get("event") == "Application startup complete." for e in events(self.process)))
+        except BaseException:
+            self.process.close()
+            raise
 
 
 @contextlib.contextmanager
