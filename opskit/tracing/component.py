@@ -23,6 +23,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from opskit.component import Component
 from opskit.headers import capture, request_headers
@@ -54,6 +55,15 @@ _ERROR_LOG_INTERVAL = 60.0
 # the bound a new name is parsed each time.
 _HOSTS_MAX = 64
 _hosts: dict[bytes, tuple[str, int | None]] = {}
+_tuple_new = tuple.__new__
+
+
+def _span_context(trace_id: int, span_id: int, flags: TraceFlags, parent: SpanContext | None) -> SpanContext:
+    """The request span's context. With no parent both ids are fresh, valid random numbers, so the tuple
+    is built as SpanContext would build it, without its checks (a third of the cost)."""
+    if parent is None:
+        return _tuple_new(SpanContext, (trace_id, span_id, False, flags, DEFAULT_TRACE_STATE, True))
+    return SpanContext(trace_id, span_id, False, flags, parent.trace_state)
 
 
 def _parse_host(host: bytes) -> tuple[str, int | None] | None:
@@ -183,7 +193,7 @@ class TracingComponent(Component):
             # always_on / parentbased_always_on (the default) decided without the SDK's call chain.
             sampled = not (parent and self._parent_based and not parent.trace_flags.sampled)
             recording = sampled
-            trace_state = parent.trace_state if parent else None
+            trace_state = None
             sampler_attributes = None
         else:
             result = pipeline.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER)
@@ -192,12 +202,21 @@ class TracingComponent(Component):
             trace_state = result.trace_state
             sampler_attributes = result.attributes
         if not recording:
-            span_context = SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state)
+            span_context = (
+                _span_context(trace_id, span_id, _NOT_SAMPLED, parent)
+                if trace_state is None
+                else SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state)
+            )
             # Not exported, but the trace id still reaches user code and outgoing calls.
             token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_context), parent_context))
             ex.state[STATE_KEY] = (token, None)
             return
-        span_context = SpanContext(trace_id, span_id, False, _SAMPLED if sampled else _NOT_SAMPLED, trace_state)
+        flags = _SAMPLED if sampled else _NOT_SAMPLED
+        span_context = (
+            _span_context(trace_id, span_id, flags, parent)
+            if trace_state is None
+            else SpanContext(trace_id, span_id, False, flags, trace_state)
+        )
 
         attributes["url.path"] = path
         attributes["url.scheme"] = scope.get("scheme", "http")
@@ -233,8 +252,9 @@ class TracingComponent(Component):
         )
         ex.state[STATE_KEY] = (otel_context.attach(trace.set_span_in_context(span, parent_context)), span)
         if sampled:
-            ex.trace_id = f"{trace_id:032x}"
-            ex.span_id = f"{span_id:016x}"
+            # The same text as f"{trace_id:032x}", at less than half its cost.
+            ex.trace_id = trace_id.to_bytes(16, "big").hex()
+            ex.span_id = span_id.to_bytes(8, "big").hex()
 
     def response_started(self, ex: Exchange) -> None:
         """Quote the trace in ``traceresponse`` or ``Server-Timing`` when configured and sampled."""

@@ -47,7 +47,7 @@ _double = struct.Struct("<d").pack
 
 def _any_value(value: Any) -> bytes:
     if isinstance(value, str):
-        return _field(1, value.encode("utf-8", "surrogatepass"))
+        return _field(1, value.encode("utf-8", "replace"))
     if isinstance(value, bool):
         return b"\x10" + (b"\x01" if value else b"\x00")
     if isinstance(value, int):
@@ -56,7 +56,7 @@ def _any_value(value: Any) -> bytes:
         return b"\x21" + _double(value)
     if isinstance(value, (tuple, list)):
         return _field(5, b"".join(_field(1, _any_value(item)) for item in value))
-    return _field(1, str(value).encode("utf-8", "surrogatepass"))
+    return _field(1, str(value).encode("utf-8", "replace"))
 
 
 _keys: dict[str, bytes] = {}
@@ -65,7 +65,7 @@ _keys: dict[str, bytes] = {}
 def _key_value(key: str, value: Any) -> bytes:
     encoded_key = _keys.get(key)
     if encoded_key is None:
-        encoded_key = _field(1, key.encode("utf-8", "surrogatepass"))
+        encoded_key = _field(1, key.encode("utf-8", "replace"))
         if len(_keys) >= CACHE_MAX:
             _keys.clear()
         _keys[key] = encoded_key
@@ -103,7 +103,7 @@ class _Cache:
 
 
 def _event(event: Event, cache: _Cache) -> bytes:
-    body = b"\x09" + _fixed64(event.timestamp) + _field(2, event.name.encode("utf-8", "surrogatepass"))
+    body = b"\x09" + _fixed64(event.timestamp) + _field(2, event.name.encode("utf-8", "replace"))
     if event.attributes:
         body += cache.attributes(event.attributes)
     return _field(11, body)
@@ -128,7 +128,7 @@ def _span(span: ReadableSpan, cache: _Cache, event_cache: _Cache) -> bytes:
     parent = span.parent
     if parent is not None:
         parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    parts.append(_field(5, span.name.encode("utf-8", "surrogatepass")))
+    parts.append(_field(5, span.name.encode("utf-8", "replace")))
     kind: int = span.kind._value_
     parts.append(_KINDS[kind] if 0 <= kind < len(_KINDS) else b"\x30" + _varint(kind + 1))
     parts.append(b"\x39" + _fixed64(span.start_time or 0))
@@ -145,7 +145,7 @@ def _span(span: ReadableSpan, cache: _Cache, event_cache: _Cache) -> bytes:
     else:
         body = b""
         if status.description:
-            body += _field(2, status.description.encode("utf-8", "surrogatepass"))
+            body += _field(2, status.description.encode("utf-8", "replace"))
         if code:
             body += b"\x18" + _varint(code)
         parts.append(_field(15, body))

@@ -2,9 +2,10 @@
 
 The SDK's span validates every attribute through locks and bounded mappings on each call; most of
 the cost of the official instrumentation is there. A request span holds a handful of attributes
-whose types opskit controls, so :class:`ServerSpan` keeps them in a plain dict and builds the SDK's
-:class:`ReadableSpan` once, when it ends, for the batch processor and exporter. User code still sees
-a normal :class:`opentelemetry.trace.Span` (``trace.get_current_span().set_attribute(...)`` works).
+whose types opskit controls, so :class:`ServerSpan` keeps them in a plain dict. It is its own
+:class:`ReadableSpan` too (as the SDK's span is), so when it ends it goes to the batch processor and
+exporter as it is, with no copy. User code still sees a normal :class:`opentelemetry.trace.Span`
+(``trace.get_current_span().set_attribute(...)`` works); once ended, it no longer changes.
 """
 
 from __future__ import annotations
@@ -47,23 +48,17 @@ def _clean(value: object) -> types.AttributeValue | None:
     return None
 
 
-class ServerSpan(trace.Span):
-    """A recording SERVER span handed to ``processor`` as a :class:`ReadableSpan` when it ends."""
+class ServerSpan(trace.Span, ReadableSpan):
+    """A recording SERVER span, handed to ``processor`` (as the :class:`ReadableSpan` it also is) when it ends."""
 
-    __slots__ = (
-        "_attributes",
-        "_context",
-        "_end_time",
-        "_events",
-        "_name",
-        "initial_name",
-        "_parent",
-        "_processor",
-        "_resource",
-        "_scope",
-        "_start_time",
-        "_status",
-    )
+    # What every request span shares, read by ReadableSpan's properties.
+    _kind = SpanKind.SERVER
+    _links: Sequence[Any] = ()
+    _instrumentation_info = None
+    # Narrower than ReadableSpan's: a request span always has them, its attributes in a plain dict.
+    _context: SpanContext
+    _start_time: int
+    _attributes: dict[str, types.AttributeValue]
 
     def __init__(
         self,
@@ -87,7 +82,7 @@ class ServerSpan(trace.Span):
         self._status = _UNSET
         self._processor = processor
         self._resource = resource
-        self._scope = scope
+        self._instrumentation_scope = scope
 
     @property
     def start_time(self) -> int:
@@ -164,22 +159,7 @@ class ServerSpan(trace.Span):
         if self._end_time is not None:
             return
         self._end_time = end_time or time.time_ns()
-        self._processor.on_end(
-            ReadableSpan(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                resource=self._resource,
-                attributes=self._attributes,
-                events=self._events,
-                links=(),
-                kind=SpanKind.SERVER,
-                status=self._status,
-                start_time=self._start_time,
-                end_time=self._end_time,
-                instrumentation_scope=self._scope,
-            )
-        )
+        self._processor.on_end(self)
 
     def __repr__(self) -> str:
         return f"ServerSpan(name={self._name!r}, trace_id={self._context.trace_id:032x})"

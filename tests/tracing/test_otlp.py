@@ -160,6 +160,21 @@ class TestRequestSpanEncoder:
         spans = [request_span(i, attributes={"v": value}) for i, value in enumerate([1, True, 1.0, 1, True])]
         assert decoded(RequestSpanEncoder(SCOPE).encode(spans)) == encode_spans(spans)
 
+    def test_lone_surrogates_become_replacement_marks(self) -> None:
+        """Text with a lone surrogate (a user attribute, an exception message) is still valid UTF-8
+        on the wire: a collector would refuse the whole batch otherwise."""
+        span = request_span(
+            0,
+            name="GET \udc80",
+            attributes={"note": "a\ud800b", "tags": ("x\udfff",)},
+            events=[Event("e\ud800", {"k": "\udc80"}, 5)],
+        )
+        found = decoded(RequestSpanEncoder(SCOPE).encode([span])).resource_spans[0].scope_spans[0].spans[0]
+        assert found.name == "GET ?"
+        assert attributes(found.attributes)["note"] == "a?b"
+        assert [v.string_value for v in found.attributes[-1].value.array_value.values] == ["x?"]
+        assert found.events[0].name == "e?"
+
 
 class TestCompiledEncoder:
     def test_spans_of_the_sdk_encode_alike(self, encoder_kind: str) -> None:
