@@ -66,12 +66,12 @@ def create_component(runtime: Runtime) -> Component | None:
 
 
 class _PoolSizer(Component):
-    """Only sizes anyio's default thread pool at startup."""
+    """Only sizes anyio's default thread pool, once per serving process (see :class:`LoopComponent`)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
 
-    async def startup(self) -> None:
+    def process_started(self) -> None:
         from anyio import to_thread
 
         to_thread.current_default_thread_limiter().total_tokens = self.size

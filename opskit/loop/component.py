@@ -2,8 +2,9 @@
 
 It has no per-request hook: everything it measures is read off the loop, the limiter and the
 BackgroundTasks themselves, so a request pays nothing for it (the middleware keeps its lean path
-when no other feature needs one). Started at lifespan startup, on the serving loop of each worker
-(gunicorn forks before it); a process forked later forgets the threads it did not inherit.
+when no other feature needs one). Started once per serving process, on its loop: at lifespan
+startup, or at the first request of a server run without lifespan (gunicorn forks before either);
+a process forked later forgets the threads it did not inherit and starts its own.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class LoopComponent(Component):
             )
         )
 
-    async def startup(self) -> None:
+    def process_started(self) -> None:
+        """Start the probes on the serving loop (lifespan startup, or a first request without lifespan)."""
         loop = asyncio.get_running_loop()
         try:
             self.threadpool.start()

@@ -42,24 +42,27 @@ BLOCKING_LINE = f"tests/loop/app.py:{source_line(BLOCKING_NEEDLE)} in block: {BL
 class Uvicorn:
     """``uvicorn tests.loop.app:app`` on a socket of its own, asyncio loop, JSON logs on stdout."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, *, lifespan: bool = True) -> None:
         sock = listening_socket()
         self.port = sock.getsockname()[1]
         argv = [sys.executable, "-m", "uvicorn", APP, "--fd", str(sock.fileno()), "--loop", "asyncio"]
+        if not lifespan:
+            argv += ["--lifespan", "off"]
         self.process = Background(argv, env=env, cwd=ROOT, pass_fds=[sock.fileno()])
         sock.close()
         self.url = f"http://127.0.0.1:{self.port}"
         try:
             wait_for_port(self.port)
-            wait_until(lambda: any(e.get("event") == "Application startup complete." for e in events(self.process)))
+            if lifespan:
+                wait_until(lambda: any(e.get("event") == "Application startup complete." for e in events(self.process)))
         except BaseException:
             self.process.close()
             raise
 
 
 @contextlib.contextmanager
-def uvicorn(env: dict[str, str] | None = None) -> Iterator[Uvicorn]:
-    server = Uvicorn(env)
+def uvicorn(env: dict[str, str] | None = None, *, lifespan: bool = True) -> Iterator[Uvicorn]:
+    server = Uvicorn(env, lifespan=lifespan)
     try:
         yield server
     finally:
@@ -189,6 +192,21 @@ def _answers(url: str) -> bool:
 def _ignore_errors(url: str, path: str, request_id: str) -> None:
     with contextlib.suppress(httpx.HTTPError):
         get(url, path, request_id, timeout=15)
+
+
+class TestWithoutLifespan:
+    def test_the_probes_start_with_the_first_request(self) -> None:
+        """uvicorn --lifespan off: the first request starts the lag probe and the watchdog, which
+        then names a blocking request as under lifespan."""
+        with uvicorn(lifespan=False) as server:
+            assert get(server.url, "/fast", "fast-0") == 200
+            assert get(server.url, "/block", "block-0") == 200
+            wait_until(lambda: len(_named(blocked_lines(server.process))) >= 1, timeout=5, what="the line")
+            check_block_lines(blocked_lines(server.process), {"block-0"})
+            assert sample(server.url, "opskit_event_loop_blocked_total", route="/block") == 1
+            wait_until(
+                lambda: sample(server.url, "opskit_event_loop_lag_seconds_count") > 0, timeout=5, what="lag samples"
+            )
 
 
 class TestThreadPool:

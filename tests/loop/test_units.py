@@ -232,7 +232,7 @@ class TestThreadPoolWaits:
         async def main() -> float:
             component = create_component(Runtime(load_settings(threadpool_size=7, runtime_blocked_threshold=0)))
             assert component is not None
-            await component.startup()
+            component.process_started()
             try:
                 return to_thread.current_default_thread_limiter().total_tokens
             finally:
@@ -487,8 +487,11 @@ class TestFork:
 
             async def main():
                 component = create_component(Runtime(load_settings()))
-                await component.startup()
+                component.process_started()
                 return component
+
+            async def start_again(component):
+                component.process_started()
 
             loop = asyncio.new_event_loop()
             component = loop.run_until_complete(main())
@@ -497,7 +500,7 @@ class TestFork:
             if pid == 0:
                 alive = component.watchdog.running
                 child_loop = asyncio.new_event_loop()
-                child_loop.run_until_complete(component.startup())
+                child_loop.run_until_complete(start_again(component))
                 print("child", alive, component.watchdog.running, flush=True)
                 child_loop.run_until_complete(component.shutdown())
                 os._exit(0)
