@@ -22,7 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from opskit.component import Component
@@ -58,12 +58,17 @@ _hosts: dict[bytes, tuple[str, int | None]] = {}
 _tuple_new = tuple.__new__
 
 
-def _span_context(trace_id: int, span_id: int, flags: TraceFlags, parent: SpanContext | None) -> SpanContext:
-    """The request span's context. With no parent both ids are fresh, valid random numbers, so the tuple
-    is built as SpanContext would build it, without its checks (a third of the cost)."""
-    if parent is None:
-        return _tuple_new(SpanContext, (trace_id, span_id, False, flags, DEFAULT_TRACE_STATE, True))
-    return SpanContext(trace_id, span_id, False, flags, parent.trace_state)
+def _span_context(
+    trace_id: int, span_id: int, flags: TraceFlags, parent: SpanContext | None, trace_state: TraceState | None
+) -> SpanContext:
+    """The request span's context: the sampler's trace state, else the parent's. With neither a
+    parent nor a sampler's state both ids are fresh, valid random numbers, so the tuple is built as
+    SpanContext would build it, without its checks (a third of the cost)."""
+    if trace_state is None:
+        if parent is None:
+            return _tuple_new(SpanContext, (trace_id, span_id, False, flags, DEFAULT_TRACE_STATE, True))
+        trace_state = parent.trace_state
+    return SpanContext(trace_id, span_id, False, flags, trace_state)
 
 
 def _parse_host(host: bytes) -> tuple[str, int | None] | None:
@@ -202,21 +207,12 @@ class TracingComponent(Component):
             trace_state = result.trace_state
             sampler_attributes = result.attributes
         if not recording:
-            span_context = (
-                _span_context(trace_id, span_id, _NOT_SAMPLED, parent)
-                if trace_state is None
-                else SpanContext(trace_id, span_id, False, _NOT_SAMPLED, trace_state)
-            )
+            span_context = _span_context(trace_id, span_id, _NOT_SAMPLED, parent, trace_state)
             # Not exported, but the trace id still reaches user code and outgoing calls.
             token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_context), parent_context))
             ex.state[STATE_KEY] = (token, None)
             return
-        flags = _SAMPLED if sampled else _NOT_SAMPLED
-        span_context = (
-            _span_context(trace_id, span_id, flags, parent)
-            if trace_state is None
-            else SpanContext(trace_id, span_id, False, flags, trace_state)
-        )
+        span_context = _span_context(trace_id, span_id, _SAMPLED if sampled else _NOT_SAMPLED, parent, trace_state)
 
         attributes["url.path"] = path
         attributes["url.scheme"] = scope.get("scheme", "http")
